@@ -1,0 +1,1 @@
+"""adanet: see README.md."""

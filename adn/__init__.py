@@ -1,0 +1,1 @@
+"""adn: see README.md."""

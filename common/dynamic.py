@@ -1,0 +1,128 @@
+"""Gated residual blocks with real skipping — the machinery Adanet and RDI-Net share.
+
+A `GatedBlock` wraps a torchvision residual block and a gate (any module mapping the block's input
+to `(decision, prob)`: decision [B] in {0, 1}, possibly with a straight-through gradient, and
+prob [B] = P(execute)). Its output is
+
+    x_out = post(shortcut(x) + z · residual(x))            (Adanet Eq. 3, RDI-Net Eq. 9)
+
+in one of three modes:
+- "masked": compute every residual, multiply by z (training; gradients reach the gate);
+- "skip":   compute the residual only on the images whose z = 1 and scatter them back; at batch
+            size 1 a closed gate costs no residual MACs at all (inference);
+- "scaled": compute every residual, scale by the block's expected execution rate (Adanet "*").
+
+The decisions of the last forward are kept on each block (`last_decision`, `last_prob`) and read
+in network order by `decisions(model)` / `probabilities(model)`: the one way losses and metrics of
+the gated papers see them.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .backbones import block_parts
+from .metrics import ExpectedMacs, count_macs, expected_macs
+
+MODES = ("masked", "skip", "scaled")
+
+
+class GatedBlock(nn.Module):
+    """A residual block whose branch is executed or skipped per image by `gate`."""
+
+    def __init__(self, block: nn.Module, gate: nn.Module):
+        super().__init__()
+        block_parts(block)  # fails early, naming the block type, if it cannot be gated
+        self.block, self.gate = block, gate
+        self.mode = "masked"
+        self.register_buffer("rate", torch.ones(()))  # expected execution rate, for "scaled"
+        self.override: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.last_decision: torch.Tensor | None = None
+        self.last_prob: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = block_parts(self.block)
+        shortcut = parts.shortcut(x)
+        if self.mode == "scaled":
+            return parts.post(shortcut + self.rate * parts.residual(x))
+        decision, prob = self.gate(x)
+        if self.override is not None:
+            decision = self.override(x).to(x.dtype)
+        self.last_decision, self.last_prob = decision, prob
+        if self.mode == "masked":
+            return parts.post(shortcut + decision.view(-1, 1, 1, 1).to(x.dtype) * parts.residual(x))
+        if self.mode != "skip":
+            raise ValueError(f"Unknown gating mode {self.mode!r}; valid: {', '.join(MODES)}.")
+        executed = (decision > 0.5).nonzero().squeeze(1)
+        out = parts.post(shortcut)
+        if executed.numel() == 0:
+            return out
+        if executed.numel() == x.shape[0]:
+            return parts.post(shortcut + parts.residual(x))
+        branch = parts.post(shortcut[executed] + parts.residual(x[executed]))
+        return out.index_copy(0, executed, branch.to(out.dtype))
+
+
+def gated_blocks(model: nn.Module) -> list[GatedBlock]:
+    """The model's gated blocks in network order."""
+    return [m for m in model.modules() if isinstance(m, GatedBlock)]
+
+
+def set_mode(model: nn.Module, mode: str) -> None:
+    """Put every gated block in "masked", "skip" or "scaled" mode."""
+    if mode not in MODES:
+        raise ValueError(f"Unknown gating mode {mode!r}; valid: {', '.join(MODES)}.")
+    for block in gated_blocks(model):
+        block.mode = mode
+
+
+def decisions(model: nn.Module) -> torch.Tensor:
+    """[B, L] execute (1) / skip (0) decisions of the last forward, in network order."""
+    return torch.stack([b.last_decision for b in gated_blocks(model)], dim=1)
+
+
+def probabilities(model: nn.Module) -> torch.Tensor:
+    """[B, L] P(execute) of the last forward, in network order."""
+    return torch.stack([b.last_prob for b in gated_blocks(model)], dim=1)
+
+
+def set_rates(model: nn.Module, rates: torch.Tensor) -> None:
+    """Store each block's expected execution rate (used by the "scaled" mode)."""
+    blocks = gated_blocks(model)
+    if len(rates) != len(blocks):
+        raise ValueError(f"Got {len(rates)} rates for {len(blocks)} gated blocks.")
+    for block, rate in zip(blocks, rates):
+        block.rate.fill_(float(rate))
+
+
+@torch.no_grad()
+def macs_profile(model: nn.Module, input_size: tuple[int, int, int]) -> tuple[int, int, torch.Tensor]:
+    """(always-executed MACs, gate MACs, [L] residual-branch MACs) per image, counted at batch size 1."""
+    blocks = gated_blocks(model)
+    inputs: dict[int, torch.Tensor] = {}
+    hooks = [b.register_forward_pre_hook(lambda m, args, i=i: inputs.__setitem__(i, args[0]))
+             for i, b in enumerate(blocks)]
+    modes = [b.mode for b in blocks]
+    was_training = model.training
+    model.eval()
+    set_mode(model, "masked")
+    device = next(model.parameters()).device
+    try:
+        total = count_macs(model, torch.zeros(1, *input_size, device=device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for block, mode in zip(blocks, modes):
+            block.mode = mode
+        model.train(was_training)
+    branch = torch.tensor([count_macs(block_parts(b.block).residual, inputs[i]) for i, b in enumerate(blocks)])
+    overhead = sum(count_macs(b.gate, inputs[i]) for i, b in enumerate(blocks))
+    return total - overhead - int(branch.sum()), overhead, branch
+
+
+def expected_macs_of(model: nn.Module, input_size: tuple[int, int, int], decisions_: torch.Tensor) -> ExpectedMacs:
+    """Expected MACs of a gated model given its [N, L] decisions over a dataset."""
+    always, overhead, branch = macs_profile(model, input_size)
+    return expected_macs(always, overhead, branch, decisions_)

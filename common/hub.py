@@ -1,0 +1,106 @@
+"""Weights on the Hugging Face Hub: strict safetensors loading, model cards from results JSON.
+
+Every model class mixes in `HubModel` (a `PyTorchModelHubMixin`): `save_pretrained(dir)` writes
+`model.safetensors` + `config.json` (the constructor's arguments), `Model.from_pretrained(dir or
+hub id)` rebuilds and loads it. Unlike the mixin's default, loading is always strict: a missing or
+unexpected key, a wrong shape or a truncated file stops with a `WeightsError` saying which.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+
+from .backbones import create_backbone
+
+
+class WeightsError(RuntimeError):
+    """Weights that do not fit the model or cannot be read."""
+
+
+def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load `state` into `model`; any missing, extra or mis-shaped key is an error naming it."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in set(own) & set(state) if own[k].shape != state[k].shape]
+    if missing or extra or shapes:
+        parts = [f"{len(missing)} missing (e.g. {', '.join(missing[:3])})" if missing else "",
+                 f"{len(extra)} unexpected (e.g. {', '.join(extra[:3])})" if extra else "",
+                 f"{len(shapes)} mis-shaped ({'; '.join(shapes[:2])})" if shapes else ""]
+        raise WeightsError(f"Weights in {source} do not fit {type(model).__name__}: "
+                           + ", ".join(p for p in parts if p)
+                           + ". Check that the model name and its config match the checkpoint.")
+    model.load_state_dict(state, strict=True)
+
+
+class HubModel(PyTorchModelHubMixin):
+    """`PyTorchModelHubMixin` with strict, clearly failing loads."""
+
+    @classmethod
+    def _load_as_safetensor(cls, model, model_file: str, map_location: str, strict: bool):
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(model_file, device=str(map_location))
+        except (SafetensorError, OSError) as error:
+            raise WeightsError(f"Cannot read {model_file}: {error}. The file is truncated or not "
+                               f"safetensors; download it again.") from None
+        load_state_strict(model, state, model_file)
+        model.eval()
+        return model
+
+    @classmethod
+    def _load_as_pickle(cls, model, model_file: str, map_location: str, strict: bool):
+        raise WeightsError(f"{model_file} is a pickle checkpoint; dynnets loads only model.safetensors.")
+
+
+class HubBackbone(nn.Module, HubModel, library_name="dynnets", tags=["dynnets"], license="mit"):
+    """A plain backbone from `common.backbones` (the static baselines) that saves to the Hub."""
+
+    def __init__(self, name: str = "resnet20_cifar", num_classes: int | None = None):
+        super().__init__()
+        self.net = create_backbone(name, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def model_card(results: dict, repo_id: str, bibtex: str = "", license_name: str = "mit") -> str:
+    """A README.md for the Hub from a results JSON: table beside the paper's, command, BibTeX."""
+    from .reproduction import Cell, markdown_table
+
+    cells = [Cell(**c) for c in results["cells"]]
+    prov = results["provenance"]
+    lines = ["---", f"license: {license_name}", "library_name: dynnets", "tags: [dynnets, "
+             f"{results['paper']}, image-classification]", "---", "",
+             f"# {repo_id}", "", f"Weights for **{results['title']}** ({results['paper']}), "
+             f"trained by `dynnets` with the `{results['preset']}` preset.", "",
+             markdown_table(cells), "## Reproduce", "", "```bash", prov["command"], "```", "",
+             f"Commit `{prov['commit']}`{' (dirty)' if prov['dirty'] else ''}, device {prov['device']}, "
+             f"seed {prov['seed']}, data {json.dumps(prov['data'])}.", "",
+             "## Load", "", "```python", "from huggingface_hub import snapshot_download",
+             f"# see the paper folder's create_model(); e.g. Model.from_pretrained('{repo_id}')", "```", ""]
+    if bibtex:
+        lines += ["## Citation", "", "```bibtex", bibtex.strip(), "```", ""]
+    return "\n".join(lines)
+
+
+def save_with_card(model: HubModel, directory: str | Path, results: dict, repo_id: str,
+                   bibtex: str = "", push: bool = False) -> Path:
+    """save_pretrained + a generated model card; with `push`, upload the folder to `repo_id`."""
+    directory = Path(directory)
+    model.save_pretrained(directory)
+    (directory / "README.md").write_text(model_card(results, repo_id, bibtex))
+    if push:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+        api.create_repo(repo_id, exist_ok=True)
+        api.upload_folder(folder_path=str(directory), repo_id=repo_id)
+    return directory

@@ -1,0 +1,122 @@
+"""Accuracy, parameter and MAC counts, expected MACs of dynamic models, latency.
+
+MACs follow DESIGN.md: `torch.utils.flop_counter.FlopCounterMode` FLOPs / 2 (one multiply-add = 1
+MAC, torchvision's `_ops` convention), with attention counted: the MHA fast path is disabled and
+scaled-dot-product attention runs on the math kernel, whose matmuls the counter sees.
+"""
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[int, int]:
+    """Number of samples whose label is among the top-k logits, for each k."""
+    top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
+    hits = top == labels[:, None]
+    return {k: int(hits[:, :k].any(dim=1).sum()) for k in ks}
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[int, float]:
+    """Top-k accuracy in percent."""
+    return {k: 100.0 * v / len(labels) for k, v in topk_correct(logits, labels, ks).items()}
+
+
+def count_params(model: nn.Module) -> int:
+    """All trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@contextlib.contextmanager
+def counting_attention():
+    """Make attention visible to FlopCounterMode: no MHA fast path, math SDPA kernel."""
+    previous = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(previous)
+
+
+def count_macs(fn, *inputs) -> int:
+    """MACs of one call `fn(*inputs)` (a module or any callable): FLOPs / 2, attention counted."""
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counting_attention(), counter:
+        fn(*inputs)
+    return counter.get_total_flops() // 2
+
+
+def model_macs(model: nn.Module, input_size: tuple[int, int, int], batch_size: int = 1) -> int:
+    """MACs per image of a model in eval mode at the given (C, H, W)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        macs = count_macs(model, torch.zeros(batch_size, *input_size, device=device))
+    finally:
+        model.train(was_training)
+    return macs // batch_size
+
+
+@dataclass
+class ExpectedMacs:
+    """Per-image MACs of a dynamic model over a dataset: mean and the per-image values."""
+    mean: float
+    per_image: torch.Tensor          # [N] MACs of each image
+    always: int                      # executed for every image (stem, shortcuts, head)
+    overhead: int                    # gates / routers
+    block_macs: torch.Tensor         # [L] MACs of each skippable branch
+    rates: torch.Tensor              # [L] execution rate of each branch over the dataset
+
+    def summary(self) -> dict[str, float]:
+        """Mean, std, min, max and quartiles of the per-image MACs."""
+        values = self.per_image.double()
+        quartiles = torch.quantile(values, torch.tensor([0.25, 0.5, 0.75], dtype=torch.double))
+        return {"mean": float(values.mean()), "std": float(values.std()) if len(values) > 1 else 0.0,
+                "min": float(values.min()), "max": float(values.max()),
+                "q25": float(quartiles[0]), "median": float(quartiles[1]), "q75": float(quartiles[2])}
+
+
+def expected_macs(always: int, overhead: int, block_macs: torch.Tensor, decisions: torch.Tensor) -> ExpectedMacs:
+    """Expected MACs = always-executed + gate/router MACs + Σ_l z_il · block MACs_l (DESIGN.md, Counting).
+
+    `decisions` is [N, L] with 1 where image i executed skippable branch l; the mean over images
+    equals always + overhead + Σ_l rate_l · MACs_l.
+    """
+    decisions = decisions.double()
+    per_image = always + overhead + decisions @ block_macs.double()
+    return ExpectedMacs(float(per_image.mean()), per_image, always, overhead,
+                        block_macs, decisions.mean(dim=0))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def measure_latency(model: nn.Module, inputs: torch.Tensor, warmup: int = 5, repeats: int = 20) -> dict[str, float]:
+    """Median wall-clock of a forward at the batch size of `inputs` (warm-up, device sync, repeats)."""
+    model.eval()
+    device = inputs.device
+    for _ in range(warmup):
+        model(inputs)
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(inputs)
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    return {"batch_size": inputs.shape[0], "median_ms": 1000 * median,
+            "min_ms": 1000 * min(times), "max_ms": 1000 * max(times),
+            "images_per_s": inputs.shape[0] / median, "repeats": repeats, "device": str(device)}

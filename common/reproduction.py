@@ -1,0 +1,199 @@
+"""Reproduction targets: one per table or figure, their presets, and the results they write.
+
+A paper folder's `tables.py` holds the paper's numbers and a `TARGETS` dict of `Target`s. The
+`reproduce` CLI finds a target, builds a `Context` and calls `target.run(ctx)`, which returns the
+table's `Cell`s; `write_results` writes `<paper>-<target>-<preset>.json` (cells + provenance) and a
+Markdown table beside it. Nothing printed as "ours" is typed in: every such value comes from `run`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .data import DataBundle, build_data
+from .train import FitResult, Method, TrainConfig, atomic_write_text, fit
+
+PRESETS = ("smoke", "short", "paper")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Cell:
+    """One cell of a table: our value beside the paper's (None where one side has no number)."""
+    row: str
+    column: str
+    paper: float | None
+    ours: float | None
+    unit: str
+    comparable: bool = True   # False: e.g. accuracy from the smoke preset's tiny sample
+    note: str = ""
+
+
+@dataclass
+class Context:
+    """What a target's run needs: preset, folders, seed, and a place to record provenance."""
+    paper: str
+    target: str
+    preset: str
+    out_dir: Path
+    data_dir: str | None = None
+    resume: bool = False
+    seed: int = 0
+    push_to_hub: str | None = None
+    command: str = ""
+    data_sources: dict[str, str] = field(default_factory=dict)
+    figures: list[str] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+
+    @property
+    def stem(self) -> str:
+        return f"{self.paper}-{self.target}-{self.preset}"
+
+    def run_dir(self, row: str) -> Path:
+        """Where a row's checkpoint and metrics log live (stable across --resume)."""
+        return self.out_dir / "runs" / self.stem / slug(row)
+
+    def figure_path(self, name: str) -> Path:
+        """Path of a PNG written next to the JSON; recorded in the results."""
+        path = self.out_dir / f"{self.stem}-{name}.png"
+        self.figures.append(path.name)
+        return path
+
+    def data(self, name: str = "cifar10", batch_size: int = 128, **limits) -> DataBundle:
+        """The preset's data: the packaged CIFAR-10 sample on smoke, else `name` from --data-dir/Hub."""
+        dataset = "cifar10-sample" if self.preset == "smoke" and name.startswith("cifar10") else name
+        bundle = build_data(dataset, self.data_dir, batch_size=batch_size, **limits)
+        self.data_sources[dataset] = f"{bundle.source} (sha256 {bundle.fingerprint})"
+        return bundle
+
+
+@dataclass
+class Target:
+    """A table or figure of a paper (or one of ours) that `python -m reproduce` can run."""
+    paper: str
+    name: str
+    title: str
+    run: Callable[[Context], list[Cell]]
+
+
+def slug(text: str) -> str:
+    """A file-name-safe version of a row label."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-").lower() or "row"
+
+
+def train_row(ctx: Context, row: str, model: torch.nn.Module, data: DataBundle, config: TrainConfig,
+              method: Method | None = None) -> FitResult:
+    """Train one row's model in its own run folder, resuming there if asked."""
+    return fit(model, data, config, ctx.run_dir(row), method=method, resume=ctx.resume, desc=row)
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def device_description() -> str:
+    """The accelerator (or CPU) the run used, in words."""
+    if torch.cuda.is_available():
+        return f"cuda: {torch.cuda.get_device_name(0)} ×{torch.cuda.device_count()}"
+    return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def provenance(ctx: Context) -> dict:
+    """Command, commit, dirty flag, device, library versions, seed, data, wall time."""
+    import accelerate
+    import torchvision
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__,
+                "torchvision": torchvision.__version__, "accelerate": accelerate.__version__}
+    return {"command": ctx.command or " ".join(sys.argv), "commit": _git("rev-parse", "HEAD") or None,
+            "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+            "device": device_description(), "versions": versions, "seed": ctx.seed,
+            "data": ctx.data_sources, "wall_time_s": round(time.time() - ctx.started, 1),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.4g}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+def markdown_table(cells: list[Cell], title: str = "") -> str:
+    """Rows × columns, each cell 'ours (paper)', with not-comparable cells marked †."""
+    rows = list(dict.fromkeys(c.row for c in cells))
+    columns = list(dict.fromkeys(c.column for c in cells))
+    units = {c.column: c.unit for c in cells}
+    lookup = {(c.row, c.column): c for c in cells}
+    header = "| | " + " | ".join(f"{col} ({units[col]})" if units[col] else col for col in columns) + " |"
+    lines = [f"### {title}", ""] if title else []
+    lines += [header, "|" + "---|" * (len(columns) + 1)]
+    for row in rows:
+        entries = []
+        for col in columns:
+            cell = lookup.get((row, col))
+            if cell is None:
+                entries.append("")
+                continue
+            mark = "" if cell.comparable else "†"
+            entries.append(f"{_fmt(cell.ours)}{mark} ({_fmt(cell.paper)})")
+        lines.append(f"| {row} | " + " | ".join(entries) + " |")
+    lines += ["", "Each cell: ours (paper). — : no number. † : not comparable to the paper "
+              "(smoke preset: trained minutes on a 2,000-image sample)."]
+    notes = [f"- {c.row} / {c.column}: {c.note}" for c in cells if c.note]
+    if notes:
+        lines += ["", "Notes:", *dict.fromkeys(notes)]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(ctx: Context, target: Target, cells: list[Cell]) -> tuple[Path, Path]:
+    """Write `<stem>.json` (cells + provenance) and `<stem>.md`; return both paths."""
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    record = {"paper": ctx.paper, "target": ctx.target, "title": target.title, "preset": ctx.preset,
+              "cells": [asdict(c) for c in cells], "figures": ctx.figures, "extra": ctx.extra,
+              "provenance": provenance(ctx)}
+    json_path, md_path = ctx.out_dir / f"{ctx.stem}.json", ctx.out_dir / f"{ctx.stem}.md"
+    atomic_write_text(json.dumps(record, indent=2, default=str) + "\n", json_path)
+    atomic_write_text(markdown_table(cells, f"{target.title} — preset {ctx.preset}"), md_path)
+    return json_path, md_path
+
+
+RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def render_results(json_paths: list[Path]) -> str:
+    """Markdown tables (and provenance lines) generated from results JSON files."""
+    blocks = []
+    for path in sorted(json_paths):
+        record = json.loads(Path(path).read_text())
+        prov = record["provenance"]
+        cells = [Cell(**c) for c in record["cells"]]
+        blocks.append(markdown_table(cells, f"{record['title']} — preset `{record['preset']}`")
+                      + f"\n_From `{Path(path).name}`: `{prov['command']}` at commit "
+                        f"`{(prov['commit'] or 'none')[:10]}`{' (dirty)' if prov['dirty'] else ''}, "
+                        f"{prov['device']}, {prov['finished']}._\n")
+    return "\n".join(blocks) if blocks else "_No results committed yet._\n"
+
+
+def update_readme(readme: Path, json_paths: list[Path]) -> None:
+    """Replace the block between the results markers of a README with tables from the JSON files."""
+    text = Path(readme).read_text()
+    if RESULTS_START not in text or RESULTS_END not in text:
+        raise ValueError(f"{readme} has no '{RESULTS_START}' … '{RESULTS_END}' block to fill.")
+    head, rest = text.split(RESULTS_START, 1)
+    _, tail = rest.split(RESULTS_END, 1)
+    Path(readme).write_text(f"{head}{RESULTS_START}\n{render_results(json_paths)}{RESULTS_END}{tail}")

@@ -1,0 +1,297 @@
+"""One training loop for every paper, on `accelerate`.
+
+bf16 autocast and channels_last on GPU, optional `torch.compile`; SGD with momentum / nesterov and
+weight decay (optionally none on norms and biases); parameter groups with their own LR and
+schedule; multistep or cosine-with-warmup schedules stepped per iteration; label smoothing.
+
+A paper plugs in through a `Method`: its `training_step` may add losses or run several forward
+passes (ADN runs super-net and base-net); `param_groups` gives gates/routers their own LR;
+`on_epoch_start` switches phases (RDI-Net's warm-up); `evaluation_step` returns per-image extras
+(gate decisions) that are gathered across processes with the logits.
+
+Every epoch writes `checkpoint.pt` atomically (temporary file + rename) and `metrics.jsonl`;
+`resume=True` restores weights, optimizer, schedule, RNG states and history and continues exactly.
+Runs unchanged under `accelerate launch` on several GPUs.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .data import DataBundle
+from .metrics import topk_correct
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation recipe; defaults are He et al. 2016's CIFAR recipe."""
+    epochs: int = 164
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    no_decay_norm_bias: bool = False
+    schedule: str = "multistep"              # "multistep" | "cosine"
+    milestones: tuple[int, ...] = (82, 123)  # epochs, for "multistep"
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    seed: int = 0
+    compile: bool = False
+    tensorboard: bool = False
+
+
+SCHEDULES = ("multistep", "cosine")
+
+
+@dataclass
+class GroupSpec:
+    """A parameter group with its own LR and decay schedule (e.g. Adanet's gates: 2e-4, ×0.4)."""
+    name: str
+    selects: Callable[[str, nn.Parameter], bool]
+    lr: float
+    gamma: float | None = None                 # None: the config's
+    milestones: tuple[int, ...] | None = None  # None: the config's
+    weight_decay: float | None = None          # None: the config's
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor
+    logits: torch.Tensor
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+class Method:
+    """Plain supervised training with cross-entropy; papers subclass what they change."""
+
+    def param_groups(self, model: nn.Module) -> list[GroupSpec]:
+        """Extra parameter groups; every parameter not selected goes to the default group."""
+        return []
+
+    def on_epoch_start(self, model: nn.Module, epoch: int) -> None:
+        """Called before each training epoch (0-based)."""
+
+    def on_epoch_end(self, model: nn.Module, epoch: int, record: dict) -> None:
+        """Called after each epoch's checkpoint is written."""
+
+    def training_step(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                      criterion: nn.Module) -> StepOutput:
+        """One forward (or several) and the loss to minimise."""
+        logits = model(images)
+        return StepOutput(criterion(logits, labels), logits)
+
+    def evaluation_step(self, model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits and per-image extras ([B, …] tensors) to gather over the test set."""
+        return model(images), {}
+
+
+def _lr_factor(step: int, steps_per_epoch: int, config: TrainConfig, gamma: float,
+               milestones: tuple[int, ...]) -> float:
+    epoch = step / steps_per_epoch
+    if config.warmup_epochs and epoch < config.warmup_epochs:
+        return (epoch + 1 / steps_per_epoch) / config.warmup_epochs
+    if config.schedule == "multistep":
+        return gamma ** sum(epoch >= m for m in milestones)
+    progress = (epoch - config.warmup_epochs) / max(config.epochs - config.warmup_epochs, 1e-8)
+    return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig, groups: list[GroupSpec],
+                    steps_per_epoch: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """SGD over the default group and the method's groups, with one LR schedule per group."""
+    if config.schedule not in SCHEDULES:
+        raise ValueError(f"Unknown schedule {config.schedule!r}; valid: {', '.join(SCHEDULES)}.")
+    specs = [*groups, GroupSpec("default", lambda n, p: True, config.lr)]
+    buckets: dict[tuple[str, bool], list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        spec = next(s for s in specs if s.selects(name, param))
+        no_decay = config.no_decay_norm_bias and param.ndim <= 1
+        buckets.setdefault((spec.name, no_decay), []).append(param)
+    param_groups, factors = [], []
+    for spec in specs:
+        for no_decay in (False, True):
+            params = buckets.get((spec.name, no_decay))
+            if not params:
+                continue
+            decay = 0.0 if no_decay else (config.weight_decay if spec.weight_decay is None else spec.weight_decay)
+            param_groups.append({"params": params, "lr": spec.lr, "weight_decay": decay, "name": spec.name})
+            gamma = config.gamma if spec.gamma is None else spec.gamma
+            milestones = config.milestones if spec.milestones is None else spec.milestones
+            factors.append(lambda step, g=gamma, m=milestones: _lr_factor(step, steps_per_epoch, config, g, m))
+    optimizer = torch.optim.SGD(param_groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def atomic_save(obj, path: Path) -> None:
+    """torch.save to a temporary file, then rename: a kill never leaves a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    """Write a text file through a temporary file and rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@dataclass
+class FitResult:
+    model: nn.Module
+    history: list[dict]
+    evaluation: dict[str, torch.Tensor]  # logits, labels and the method's extras over the test set
+
+
+def evaluate(model: nn.Module, data: DataBundle, method: Method | None = None, accelerator=None,
+             progress: bool = False) -> dict[str, torch.Tensor]:
+    """Logits, labels and per-image extras over the test set, gathered across processes."""
+    method = method or Method()
+    device = accelerator.device if accelerator else next(model.parameters()).device
+    loader = data.test_loader
+    model.eval()
+    outputs: dict[str, list[torch.Tensor]] = {}
+    with torch.no_grad():
+        for images, labels in tqdm(loader, desc="eval", leave=False, disable=not progress):
+            images, labels = images.to(device), labels.to(device)
+            inputs = data.preprocess(images, train=False)
+            if device.type == "cuda":
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            with (accelerator.autocast() if accelerator else torch.autocast(device.type, enabled=False)):
+                logits, extras = method.evaluation_step(model, inputs)
+            batch = {"logits": logits.float(), "labels": labels, **extras}
+            if accelerator is not None:
+                batch = accelerator.gather_for_metrics(batch)
+            for key, value in batch.items():
+                outputs.setdefault(key, []).append(value.detach().cpu())
+    return {key: torch.cat(values) for key, values in outputs.items()}
+
+
+def fit(model: nn.Module, data: DataBundle, config: TrainConfig, out_dir: str | os.PathLike,
+        method: Method | None = None, resume: bool = False, progress: bool = True,
+        desc: str = "train") -> FitResult:
+    """Train `model` on `data` with `config`, checkpointing each epoch into `out_dir`."""
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, set_seed
+
+    method = method or Method()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cuda = torch.cuda.is_available()
+    accelerator = Accelerator(
+        mixed_precision="bf16" if cuda else "no",
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        log_with="tensorboard" if config.tensorboard else None, project_dir=str(out_dir))
+    set_seed(config.seed)
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    steps_per_epoch = len(data.train_loader) // accelerator.num_processes or 1
+    optimizer, scheduler = build_optimizer(model, config, method.param_groups(model), steps_per_epoch)
+    model, optimizer, train_loader, test_loader = accelerator.prepare(
+        model, optimizer, data.train_loader, data.test_loader)
+    prepared = DataBundle(**{**data.__dict__, "train_loader": train_loader, "test_loader": test_loader})
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    checkpoint_path, log_path = out_dir / "checkpoint.pt", out_dir / "metrics.jsonl"
+    history: list[dict] = []
+    start_epoch = 0
+    if resume and checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        accelerator.unwrap_model(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, start_epoch = state["history"], state["epoch"] + 1
+        _set_rng_state(state["rng"])
+        accelerator.print(f"Resumed from {checkpoint_path} after epoch {start_epoch}.")
+    if config.tensorboard:
+        accelerator.init_trackers(desc)
+    train_model = torch.compile(model) if config.compile else model
+    evaluation: dict[str, torch.Tensor] = {}
+    for epoch in range(start_epoch, config.epochs):
+        method.on_epoch_start(accelerator.unwrap_model(model), epoch)
+        if hasattr(train_loader, "set_epoch"):
+            train_loader.set_epoch(epoch)
+        model.train()
+        totals = {"loss": 0.0, "correct": 0, "seen": 0}
+        logs_sum: dict[str, float] = {}
+        start = time.perf_counter()
+        bar = tqdm(train_loader, desc=f"{desc} {epoch + 1}/{config.epochs}", leave=False,
+                   disable=not (progress and accelerator.is_main_process))
+        for images, labels in bar:
+            inputs = prepared.preprocess(images, train=True)
+            if cuda:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            with accelerator.autocast():
+                out = method.training_step(train_model, inputs, labels, criterion)
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(out.loss)
+            optimizer.step()
+            scheduler.step()
+            totals["loss"] += float(out.loss.detach()) * len(labels)
+            totals["correct"] += int((out.logits.argmax(1) == labels).sum())
+            totals["seen"] += len(labels)
+            for key, value in out.logs.items():
+                logs_sum[key] = logs_sum.get(key, 0.0) + float(value) * len(labels)
+            elapsed = time.perf_counter() - start
+            bar.set_postfix(loss=f"{totals['loss'] / totals['seen']:.3f}",
+                            acc=f"{100 * totals['correct'] / totals['seen']:.1f}",
+                            img_s=f"{totals['seen'] * accelerator.num_processes / elapsed:.0f}")
+        train_time = time.perf_counter() - start
+        evaluation = evaluate(model, prepared, method, accelerator)
+        top = topk_correct(evaluation["logits"], evaluation["labels"], (1, 5))
+        seen = max(totals["seen"], 1)
+        record = {"epoch": epoch + 1, "train_loss": totals["loss"] / seen,
+                  "train_top1": 100 * totals["correct"] / seen,
+                  "test_top1": 100 * top[1] / len(evaluation["labels"]),
+                  "test_top5": 100 * top[5] / len(evaluation["labels"]),
+                  "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": train_time,
+                  **{key: value / seen for key, value in logs_sum.items()}}
+        history.append(record)
+        if accelerator.is_main_process:
+            atomic_save({"model": accelerator.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
+                         "rng": _rng_state(), "config": asdict(config)}, checkpoint_path)
+            atomic_write_text("".join(json.dumps(r) + "\n" for r in history), log_path)
+            if progress:
+                tqdm.write(f"{desc} epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.3f} "
+                           f"test top-1 {record['test_top1']:.2f}% ({train_time:.1f} s)")
+        if config.tensorboard:
+            accelerator.log(record, step=epoch + 1)
+        accelerator.wait_for_everyone()
+        method.on_epoch_end(accelerator.unwrap_model(model), epoch, record)
+    if not evaluation:
+        evaluation = evaluate(model, prepared, method, accelerator)
+    if config.tensorboard:
+        accelerator.end_training()
+    return FitResult(accelerator.unwrap_model(model), history, evaluation)

@@ -1,0 +1,1 @@
+"""dygraph: see README.md."""

@@ -1,0 +1,1 @@
+"""rdinet: see README.md."""

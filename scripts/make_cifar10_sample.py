@@ -1,0 +1,37 @@
+"""Write the stratified CIFAR-10 sample that ships in `common/sample/cifar10/` (Hub parquet layout).
+
+Usage: python scripts/make_cifar10_sample.py [--source ../shared/data/cifar10] [--train-per-class 200]
+The images keep their original encoded bytes, so the sample decodes exactly like the full set.
+"""
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+OUT = Path(__file__).resolve().parent.parent / "common" / "sample" / "cifar10"
+
+
+def stratified_rows(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """The first `per_class` rows of each class after a seeded shuffle, in shuffled order."""
+    order = np.random.default_rng(seed).permutation(len(labels))
+    keep = np.concatenate([order[labels[order] == c][:per_class] for c in np.unique(labels)])
+    return np.sort(keep)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--source", default=str(Path(__file__).resolve().parents[2] / "shared/data/cifar10"))
+    parser.add_argument("--train-per-class", type=int, default=200)
+    parser.add_argument("--test-per-class", type=int, default=100)
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    for split, per_class in (("train", args.train_per_class), ("test", args.test_per_class)):
+        table = pq.read_table(Path(args.source) / f"{split}-00000-of-00001.parquet")
+        rows = stratified_rows(table.column("label").to_numpy(), per_class, seed=0)
+        pq.write_table(table.take(rows), OUT / f"{split}-00000-of-00001.parquet")
+        print(f"{split}: {len(rows)} images -> {OUT}")
+
+
+if __name__ == "__main__":
+    main()
