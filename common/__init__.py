@@ -1,0 +1,1 @@
+"""dynnets.common: shared, paper-agnostic pieces (data, backbones, dynamic blocks, metrics, train, hub, reproduction)."""

@@ -71,7 +71,8 @@ class HubBackbone(nn.Module, HubModel, library_name="dynnets", tags=["dynnets"],
         return self.net(x)
 
 
-def model_card(results: dict, repo_id: str, bibtex: str = "", license_name: str = "mit") -> str:
+def model_card(results: dict, repo_id: str, bibtex: str = "", license_name: str = "mit",
+               load: str = "from common.hub import HubBackbone as Model") -> str:
     """A README.md for the Hub from a results JSON: table beside the paper's, command, BibTeX."""
     from .reproduction import Cell, markdown_table
 
@@ -84,8 +85,7 @@ def model_card(results: dict, repo_id: str, bibtex: str = "", license_name: str 
              markdown_table(cells), "## Reproduce", "", "```bash", prov["command"], "```", "",
              f"Commit `{prov['commit']}`{' (dirty)' if prov['dirty'] else ''}, device {prov['device']}, "
              f"seed {prov['seed']}, data {json.dumps(prov['data'])}.", "",
-             "## Load", "", "```python", "from huggingface_hub import snapshot_download",
-             f"# see the paper folder's create_model(); e.g. Model.from_pretrained('{repo_id}')", "```", ""]
+             "## Load", "", "```python", load, f"model = Model.from_pretrained('{repo_id}')", "```", ""]
     if bibtex:
         lines += ["## Citation", "", "```bibtex", bibtex.strip(), "```", ""]
     return "\n".join(lines)
@@ -96,7 +96,8 @@ def save_with_card(model: HubModel, directory: str | Path, results: dict, repo_i
     """save_pretrained + a generated model card; with `push`, upload the folder to `repo_id`."""
     directory = Path(directory)
     model.save_pretrained(directory)
-    (directory / "README.md").write_text(model_card(results, repo_id, bibtex))
+    load = f"from {type(model).__module__} import {type(model).__name__} as Model"
+    (directory / "README.md").write_text(model_card(results, repo_id, bibtex, load=load))
     if push:
         from huggingface_hub import HfApi
 

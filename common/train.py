@@ -19,6 +19,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -96,6 +97,10 @@ class Method:
     def evaluation_step(self, model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Logits and per-image extras ([B, …] tensors) to gather over the test set."""
         return model(images), {}
+
+
+# Redraw the bar at most every second on a terminal, every 30 s into a log file.
+_BAR_INTERVAL = 1.0 if sys.stderr.isatty() else 30.0
 
 
 def _lr_factor(step: int, steps_per_epoch: int, config: TrainConfig, gamma: float,
@@ -247,7 +252,7 @@ def fit(model: nn.Module, data: DataBundle, config: TrainConfig, out_dir: str | 
         logs_sum: dict[str, float] = {}
         start = time.perf_counter()
         bar = tqdm(train_loader, desc=f"{desc} {epoch + 1}/{config.epochs}", leave=False,
-                   disable=not (progress and accelerator.is_main_process))
+                   disable=not (progress and accelerator.is_main_process), mininterval=_BAR_INTERVAL)
         for images, labels in bar:
             inputs = prepared.preprocess(images, train=True)
             if cuda:

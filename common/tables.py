@@ -1,0 +1,110 @@
+"""Baseline targets: the static networks every paper compares against.
+
+`baselines cifar10-resnet` trains He et al. 2016's CIFAR ResNets; `baselines imagenet-backbones`
+counts every ImageNet backbone beside the numbers the four papers quote for it (and torchvision's
+own metadata). The quoted numbers live here once; paper folders that print the same baseline refer
+to `BACKBONE_QUOTES`.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+
+from .backbones import input_size
+from .hub import HubBackbone, save_with_card
+from .metrics import count_params, model_macs
+from .reproduction import Cell, Context, Target, provenance, slug, train_row
+from .train import TrainConfig
+
+# He et al. 2016, Table 6 (CIFAR-10): depth → (params in M, test error in %).
+HE2016_CIFAR10 = {20: (0.27, 8.75), 32: (0.46, 7.51), 56: (0.85, 6.97), 110: (1.7, 6.43)}
+
+# Numbers the papers quote for plain backbones: name → [(source, params M, GMACs)].
+# Every paper here reports MACs under the name FLOPs for ImageNet models.
+BACKBONE_QUOTES: dict[str, list[tuple[str, float | None, float | None]]] = {
+    "resnet18": [("Adanet Tab. 2", 11.69, 1.8), ("DY-Graph Tab. 1", 11.69, 1.813)],
+    "resnet34": [("Adanet Tab. 2", 21.8, 3.6)],
+    "resnet50": [("Adanet Tab. 2", 25.56, 3.8), ("DY-Graph Tab. 1", 25.55, 4.087), ("ADN Tab. 1", 25.56, 4.11)],
+    "resnet101": [("DY-Graph Tab. 1", 44.54, 7.799)],
+    "resnext50_32x4d": [("DY-Graph Tab. 1", 25.02, 4.228)],
+    "mobilenet_v2": [("DY-Graph Tab. 1", 3.51, 0.299), ("ADN Tab. 1", 3.50, 0.32)],
+    "regnet_x_600mf": [("DY-Graph Tab. 1", 6.19, 0.600)],
+    "regnet_x_1_6gf": [("DY-Graph Tab. 1", 9.19, 1.602)],
+    "regnet_y_600mf": [("Radosavovic et al. 2020", 6.1, 0.6)],
+    "vit_b_32": [("ADN Tab. 1", 88.22, 2.95)],
+}
+TORCHVISION_WEIGHTS = {
+    "resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights", "resnet50": "ResNet50_Weights",
+    "resnet101": "ResNet101_Weights", "resnext50_32x4d": "ResNeXt50_32X4D_Weights",
+    "mobilenet_v2": "MobileNet_V2_Weights", "regnet_x_1_6gf": "RegNet_X_1_6GF_Weights",
+    "vit_b_32": "ViT_B_32_Weights",
+}
+
+# The three recipes of `cifar10-resnet` (same for every row).
+CIFAR_RECIPES = {
+    "smoke": TrainConfig(epochs=1, batch_size=64, lr=0.05, milestones=(), weight_decay=1e-4),
+    # Shortened schedule for one GPU: 40 epochs cosine with 1 warm-up epoch (≈ 6 min for ResNet-110
+    # on an H100 by our estimate), nesterov, wd 5e-4 (stronger regularisation for a short run).
+    "short": TrainConfig(epochs=40, batch_size=128, lr=0.1, schedule="cosine", warmup_epochs=1,
+                         nesterov=True, weight_decay=5e-4),
+    # He et al. 2016: 164 epochs (64k iterations), batch 128, LR 0.1 ÷10 at 82 and 123, wd 1e-4.
+    "paper": TrainConfig(epochs=164, batch_size=128, lr=0.1, milestones=(82, 123), weight_decay=1e-4),
+}
+
+
+def run_cifar10_resnet(ctx: Context) -> list[Cell]:
+    """ResNet-20/32/56/110 on CIFAR-10: params, GMACs, test error beside He et al. 2016."""
+    config = replace(CIFAR_RECIPES[ctx.preset], seed=ctx.seed)
+    data = ctx.data("cifar10", batch_size=config.batch_size)
+    comparable = ctx.preset != "smoke"
+    cells, trained = [], {}
+    for depth, (paper_params, paper_error) in HE2016_CIFAR10.items():
+        row = f"ResNet-{depth}"
+        model = HubBackbone(f"resnet{depth}_cifar", num_classes=data.num_classes)
+        cells.append(Cell(row, "Params", paper_params, count_params(model) / 1e6, "M"))
+        cells.append(Cell(row, "MACs", None, model_macs(model, data.input_size) / 1e9, "G"))
+        result = train_row(ctx, row, model, data, config)
+        error = 100 - result.history[-1]["test_top1"]
+        cells.append(Cell(row, "Error", paper_error, error, "%", comparable))
+        ctx.extra.setdefault("epoch_seconds", {})[row] = [r["epoch_seconds"] for r in result.history]
+        trained[row] = result.model
+    if ctx.push_to_hub:
+        push_models(ctx, cells, trained)
+    return cells
+
+
+def push_models(ctx: Context, cells: list[Cell], models: dict) -> None:
+    """--push-to-hub REPO: save each trained row with a model card and upload it as REPO-<row>."""
+    results = {"paper": ctx.paper, "title": ctx.target, "preset": ctx.preset,
+               "cells": [asdict(c) for c in cells], "provenance": provenance(ctx)}
+    for row, model in models.items():
+        repo_id = f"{ctx.push_to_hub}-{slug(row)}"
+        save_with_card(model, ctx.out_dir / "hub" / slug(row), results, repo_id, push=True)
+
+
+def run_imagenet_backbones(ctx: Context) -> list[Cell]:
+    """Params and GMACs of every ImageNet backbone beside the papers' quotes and torchvision's metadata."""
+    from torchvision import models
+
+    cells = []
+    for name, quotes in BACKBONE_QUOTES.items():
+        model = HubBackbone(name)
+        params, macs = count_params(model) / 1e6, model_macs(model, input_size(name)) / 1e9
+        for source, paper_params, paper_macs in quotes:
+            row = f"{name} ({source})"
+            cells.append(Cell(row, "Params", paper_params, params, "M"))
+            note = "paper count omits attention matmuls" if name == "vit_b_32" else ""
+            cells.append(Cell(row, "MACs", paper_macs, macs, "G", note=note))
+        if name in TORCHVISION_WEIGHTS:
+            meta = getattr(models, TORCHVISION_WEIGHTS[name]).DEFAULT.meta
+            row = f"{name} (torchvision metadata)"
+            cells.append(Cell(row, "Params", meta["num_params"] / 1e6, params, "M"))
+            cells.append(Cell(row, "MACs", meta["_ops"], macs, "G"))
+    return cells
+
+
+TARGETS = {
+    "cifar10-resnet": Target("baselines", "cifar10-resnet",
+                             "He et al. 2016 CIFAR-10 ResNets (Table 6)", run_cifar10_resnet),
+    "imagenet-backbones": Target("baselines", "imagenet-backbones",
+                                 "ImageNet backbones: params and MACs vs the papers' quotes", run_imagenet_backbones),
+}

@@ -1,0 +1,115 @@
+"""common.dynamic: masked and skipping modes agree, skipping saves MACs, expected MACs are exact."""
+import pytest
+import torch
+from torch import nn
+
+from common.backbones import create_backbone, residual_stages
+from common.dynamic import (GatedBlock, decisions, expected_macs_of, gated_blocks, macs_profile,
+                            probabilities, set_mode, set_rates)
+from common.metrics import count_macs
+
+
+class FixedGate(nn.Module):
+    """Executes image b iff pattern[b] (cycled over the batch); a linear layer so it has MACs."""
+
+    def __init__(self, channels: int, pattern: list[int]):
+        super().__init__()
+        self.fc = nn.Linear(channels, 1)
+        self.pattern = pattern
+
+    def forward(self, x):
+        self.fc(x.mean(dim=(2, 3)))
+        z = torch.tensor([self.pattern[i % len(self.pattern)] for i in range(x.shape[0])], dtype=x.dtype)
+        return z, z
+
+
+def gated_resnet20(patterns):
+    torch.manual_seed(0)
+    model = create_backbone("resnet20_cifar")
+    index = 0
+    for stage in residual_stages(model):
+        for position, block in enumerate(stage.blocks()):
+            stage.replace(position, GatedBlock(block, FixedGate(block.conv1.in_channels, patterns[index])))
+            index += 1
+    return model.eval()
+
+
+PATTERNS = [[1, 0], [0, 1], [1, 1], [0, 0], [1, 0], [1, 1], [0, 1], [1, 0], [0, 0]]
+
+
+def test_skip_and_masked_modes_give_same_logits():
+    model = gated_resnet20(PATTERNS)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        masked = model(x)
+        set_mode(model, "skip")
+        skipped = model(x)
+    torch.testing.assert_close(skipped, masked)
+    assert decisions(model).shape == (4, 9)
+    assert torch.equal(decisions(model)[0], torch.tensor([float(p[0]) for p in PATTERNS]))
+    assert probabilities(model).shape == (4, 9)
+
+
+def test_closed_gate_costs_no_residual_macs_at_batch_one():
+    model = gated_resnet20([[0]] * 9)
+    set_mode(model, "skip")
+    always, overhead, branch = macs_profile(model, (3, 32, 32))
+    assert count_macs(model, torch.zeros(1, 3, 32, 32)) == always + overhead
+    assert (branch > 0).all()
+
+
+def test_expected_macs_match_counted_skipped_execution():
+    model = gated_resnet20(PATTERNS)
+    set_mode(model, "skip")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        model(x)
+    taken = decisions(model)
+    expected = expected_macs_of(model, (3, 32, 32), taken)
+    counted = count_macs(model, x[:1])  # image 0 alone takes the same path as in the batch
+    assert decisions(model)[0].tolist() == taken[0].tolist()
+    assert counted == expected.per_image[0]
+    assert expected.per_image[0] != expected.per_image[1]
+    assert expected.mean == pytest.approx(float(expected.per_image.mean()))
+    assert torch.equal(expected.rates, taken.mean(0).double())
+    summary = expected.summary()
+    assert summary["min"] <= summary["median"] <= summary["max"]
+
+
+def test_scaled_mode_multiplies_residual_by_rate():
+    model = gated_resnet20([[1]] * 9)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        full = model(x)
+        set_rates(model, torch.ones(9))
+        set_mode(model, "scaled")
+        torch.testing.assert_close(model(x), full)
+        set_rates(model, torch.zeros(9))
+        zero_rate = model(x)
+        set_mode(model, "skip")
+        for block in gated_blocks(model):
+            block.override = lambda inp: torch.zeros(inp.shape[0])
+        torch.testing.assert_close(model(x), zero_rate)
+
+
+def test_masked_mode_passes_gradient_to_the_decision():
+    block = create_backbone("resnet20_cifar").layer1[0]
+
+    class LearnedGate(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.logit = nn.Parameter(torch.zeros(()))
+
+        def forward(self, x):
+            prob = torch.sigmoid(self.logit).expand(x.shape[0])
+            hard = (prob > 0.4).float()
+            return hard + prob - prob.detach(), prob
+
+    gated = GatedBlock(block, LearnedGate())
+    gated(torch.randn(2, 16, 8, 8)).sum().backward()
+    assert gated.gate.logit.grad is not None and gated.gate.logit.grad != 0
+
+
+def test_unknown_mode_names_choices():
+    with pytest.raises(ValueError, match="masked, skip, scaled"):
+        set_mode(gated_resnet20(PATTERNS), "sometimes")

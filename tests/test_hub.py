@@ -1,0 +1,90 @@
+"""common.hub: save/load round trips (local dir, offline Hub cache), strict loading, model cards."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from common.hub import HubBackbone, WeightsError, model_card, save_with_card
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def saved_model(tmp_path):
+    torch.manual_seed(0)
+    model = HubBackbone("resnet20_cifar", num_classes=10).eval()
+    model.save_pretrained(tmp_path / "model")
+    return model, tmp_path / "model"
+
+
+def test_round_trip_through_local_directory(tmp_path):
+    model, directory = saved_model(tmp_path)
+    assert json.loads((directory / "config.json").read_text()) == {"name": "resnet20_cifar", "num_classes": 10}
+    loaded = HubBackbone.from_pretrained(directory)
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_round_trip_through_offline_hub_cache(tmp_path):
+    model, directory = saved_model(tmp_path)
+    snapshot = tmp_path / "hub" / "models--dynnets--resnet20-cifar10"
+    revision = "0" * 40
+    (snapshot / "snapshots" / revision).mkdir(parents=True)
+    (snapshot / "refs").mkdir()
+    (snapshot / "refs" / "main").write_text(revision)
+    for name in ("model.safetensors", "config.json"):
+        (snapshot / "snapshots" / revision / name).write_bytes((directory / name).read_bytes())
+    torch.save(model(torch.ones(1, 3, 32, 32)), tmp_path / "expected.pt")
+    script = (
+        "import torch; from common.hub import HubBackbone;"
+        "m = HubBackbone.from_pretrained('dynnets/resnet20-cifar10');"
+        f"torch.testing.assert_close(m(torch.ones(1, 3, 32, 32)), torch.load(r'{tmp_path / 'expected.pt'}'));"
+        "print('loaded', type(m).__name__)")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "loaded HubBackbone" in out.stdout
+
+
+@pytest.mark.parametrize("change,message", [("drop", "missing"), ("add", "unexpected"), ("reshape", "mis-shaped")])
+def test_loading_wrong_keys_fails_clearly(tmp_path, change, message):
+    _, directory = saved_model(tmp_path)
+    state = load_file(directory / "model.safetensors")
+    if change == "drop":
+        state.pop("net.fc.bias")
+    elif change == "add":
+        state["net.extra.weight"] = torch.zeros(2)
+    else:
+        state["net.fc.bias"] = torch.zeros(3)
+    save_file(state, directory / "model.safetensors")
+    with pytest.raises(WeightsError, match=message):
+        HubBackbone.from_pretrained(directory)
+
+
+def test_truncated_weights_fail_clearly(tmp_path):
+    _, directory = saved_model(tmp_path)
+    path = directory / "model.safetensors"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(WeightsError, match="truncated"):
+        HubBackbone.from_pretrained(directory)
+
+
+def test_model_card_from_results_json(tmp_path):
+    results = {"paper": "baselines", "title": "CIFAR ResNets", "preset": "short",
+               "cells": [{"row": "ResNet-20", "column": "Error", "paper": 8.75, "ours": 8.9, "unit": "%",
+                          "comparable": True, "note": ""}],
+               "provenance": {"command": "python -m reproduce baselines cifar10-resnet --preset short",
+                              "commit": "abc", "dirty": False, "device": "cuda: H100", "seed": 0, "data": {}}}
+    card = model_card(results, "dynnets/resnet20", bibtex="@article{he2016}")
+    assert "| ResNet-20 | 8.9 (8.75) |" in card
+    assert "python -m reproduce baselines cifar10-resnet --preset short" in card
+    assert "@article{he2016}" in card and "license: mit" in card
+    assert "HubBackbone.from_pretrained" not in card and "Model.from_pretrained('dynnets/resnet20')" in card
+    model = HubBackbone("resnet20_cifar")
+    folder = save_with_card(model, tmp_path / "card", results, "dynnets/resnet20", bibtex="@article{he2016}")
+    assert (folder / "README.md").read_text() == card
+    assert (folder / "model.safetensors").exists()
