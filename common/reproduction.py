@@ -54,6 +54,7 @@ class Context:
     data_sources: dict[str, str] = field(default_factory=dict)
     figures: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
+    trained: dict = field(default_factory=dict)  # row → trained model, pushed with --push-to-hub
     started: float = field(default_factory=time.time)
 
     @property
@@ -95,7 +96,24 @@ def slug(text: str) -> str:
 def train_row(ctx: Context, row: str, model: torch.nn.Module, data: DataBundle, config: TrainConfig,
               method: Method | None = None) -> FitResult:
     """Train one row's model in its own run folder, resuming there if asked."""
-    return fit(model, data, config, ctx.run_dir(row), method=method, resume=ctx.resume, desc=row)
+    result = fit(model, data, config, ctx.run_dir(row), method=method, resume=ctx.resume, desc=row)
+    ctx.trained[row] = result.model
+    return result
+
+
+def push_trained(ctx: Context, json_path: Path, bibtex: str = "") -> list[str]:
+    """--push-to-hub REPO: save each trained row with a model card from the results, upload as REPO-<row>."""
+    from .hub import HubModel, save_with_card
+
+    results = json.loads(Path(json_path).read_text())
+    pushed = []
+    for row, model in ctx.trained.items():
+        if not isinstance(model, HubModel):
+            raise TypeError(f"{type(model).__name__} (row {row!r}) does not mix in common.hub.HubModel; cannot push it.")
+        repo_id = f"{ctx.push_to_hub}-{slug(row)}"
+        save_with_card(model, ctx.out_dir / "hub" / slug(row), results, repo_id, bibtex=bibtex, push=True)
+        pushed.append(repo_id)
+    return pushed
 
 
 def _git(*args: str) -> str:

@@ -7,12 +7,12 @@ to `BACKBONE_QUOTES`.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 from .backbones import input_size
-from .hub import HubBackbone, save_with_card
+from .hub import HubBackbone
 from .metrics import count_params, model_macs
-from .reproduction import Cell, Context, Target, provenance, slug, train_row
+from .reproduction import Cell, Context, Target, train_row
 from .train import TrainConfig
 
 # He et al. 2016, Table 6 (CIFAR-10): depth → (params in M, test error in %).
@@ -56,7 +56,7 @@ def run_cifar10_resnet(ctx: Context) -> list[Cell]:
     config = replace(CIFAR_RECIPES[ctx.preset], seed=ctx.seed)
     data = ctx.data("cifar10", batch_size=config.batch_size)
     comparable = ctx.preset != "smoke"
-    cells, trained = [], {}
+    cells = []
     for depth, (paper_params, paper_error) in HE2016_CIFAR10.items():
         row = f"ResNet-{depth}"
         model = HubBackbone(f"resnet{depth}_cifar", num_classes=data.num_classes)
@@ -66,19 +66,7 @@ def run_cifar10_resnet(ctx: Context) -> list[Cell]:
         error = 100 - result.history[-1]["test_top1"]
         cells.append(Cell(row, "Error", paper_error, error, "%", comparable))
         ctx.extra.setdefault("epoch_seconds", {})[row] = [r["epoch_seconds"] for r in result.history]
-        trained[row] = result.model
-    if ctx.push_to_hub:
-        push_models(ctx, cells, trained)
     return cells
-
-
-def push_models(ctx: Context, cells: list[Cell], models: dict) -> None:
-    """--push-to-hub REPO: save each trained row with a model card and upload it as REPO-<row>."""
-    results = {"paper": ctx.paper, "title": ctx.target, "preset": ctx.preset,
-               "cells": [asdict(c) for c in cells], "provenance": provenance(ctx)}
-    for row, model in models.items():
-        repo_id = f"{ctx.push_to_hub}-{slug(row)}"
-        save_with_card(model, ctx.out_dir / "hub" / slug(row), results, repo_id, push=True)
 
 
 def run_imagenet_backbones(ctx: Context) -> list[Cell]:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from common.data import DataError
-from common.reproduction import PRESETS, Context, Target, update_readme, write_results
+from common.reproduction import PRESETS, Context, Target, push_trained, update_readme, write_results
 
 # paper name → module holding its TARGETS
 PAPERS = {"baselines": "common.tables", "adanet": "adanet.tables", "rdinet": "rdinet.tables",
@@ -33,6 +33,12 @@ def targets(paper: str) -> dict[str, Target]:
 def all_targets() -> dict[str, dict[str, Target]]:
     """Every paper's targets."""
     return {paper: targets(paper) for paper in PAPERS}
+
+
+def _bibtex(paper: str) -> str:
+    """The paper folder's CITATION.bib, if it has one."""
+    path = Path(__file__).resolve().parent.parent / paper / "CITATION.bib"
+    return path.read_text() if path.exists() else ""
 
 
 def _fail(message: str) -> int:
@@ -99,4 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     json_path, md_path = write_results(ctx, target, cells)
     print(md_path.read_text())
     print(f"wrote {json_path} and {md_path}")
+    if args.push_to_hub:
+        for repo_id in push_trained(ctx, json_path, _bibtex(args.paper)):
+            print(f"pushed {repo_id}")
     return 0

@@ -83,3 +83,31 @@ def test_every_registered_target_is_well_formed():
     for paper, found in cli.all_targets().items():
         for name, target in found.items():
             assert target.paper == paper and target.name == name and callable(target.run), (paper, name)
+
+
+def test_push_to_hub_saves_card_and_uploads_each_trained_row(tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+
+    from common.hub import HubBackbone
+
+    uploads = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, exist_ok):
+            uploads.append(("create", repo_id))
+
+        def upload_folder(self, folder_path, repo_id):
+            uploads.append(("upload", repo_id, sorted(p.name for p in Path(folder_path).iterdir())))
+
+    def trains(ctx):
+        ctx.trained["ResNet-20"] = HubBackbone("resnet20_cifar")
+        return fake_target(ctx)
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setitem(cli.PAPERS, "fake", "fake")
+    monkeypatch.setattr(cli, "targets", lambda paper: {"t1": Target("fake", "t1", "A fake table", trains)})
+    assert cli.main(["fake", "t1", "--out", str(tmp_path), "--push-to-hub", "me/fake"]) == 0
+    assert uploads == [("create", "me/fake-resnet-20"),
+                       ("upload", "me/fake-resnet-20", ["README.md", "config.json", "model.safetensors"])]
+    assert "| Net A | 1.728 (1.7) |" in (tmp_path / "hub" / "resnet-20" / "README.md").read_text()
+    assert "pushed me/fake-resnet-20" in capsys.readouterr().out
