@@ -102,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         cells = target.run(ctx)
     except DataError as error:
         return _fail(str(error))
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # under `accelerate launch`, one process writes
+        return 0
     json_path, md_path = write_results(ctx, target, cells)
     print(md_path.read_text())
     print(f"wrote {json_path} and {md_path}")
