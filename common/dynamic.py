@@ -56,12 +56,16 @@ class GatedBlock(nn.Module):
         if self.mode != "skip":
             raise ValueError(f"Unknown gating mode {self.mode!r}; valid: {', '.join(MODES)}.")
         executed = (decision > 0.5).nonzero().squeeze(1)
-        out = parts.post(shortcut)
-        if executed.numel() == 0:
-            return out
         if executed.numel() == x.shape[0]:
             return parts.post(shortcut + parts.residual(x))
-        branch = parts.post(shortcut[executed] + parts.residual(x[executed]))
+        branch = None
+        if executed.numel() > 0:
+            branch = parts.post(shortcut[executed] + parts.residual(x[executed]))
+        # torchvision's post-activation is an in-place ReLU: never let it write into the block's
+        # input (identity shortcut), and only after the executed images' shortcut was read.
+        out = parts.post(shortcut.clone() if shortcut is x else shortcut)
+        if branch is None:
+            return out
         return out.index_copy(0, executed, branch.to(out.dtype))
 
 

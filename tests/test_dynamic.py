@@ -113,3 +113,26 @@ def test_masked_mode_passes_gradient_to_the_decision():
 def test_unknown_mode_names_choices():
     with pytest.raises(ValueError, match="masked, skip, scaled"):
         set_mode(gated_resnet20(PATTERNS), "sometimes")
+
+
+def test_skip_mode_with_projection_shortcut_and_inplace_relu_matches_masked():
+    # Bottleneck blocks with projection shortcuts: the in-place ReLU must not clip the shortcut
+    # before the executed images' branch is added, nor write into the block's input.
+    torch.manual_seed(0)
+    model = create_backbone("bottleneck89_cifar")
+    stage = residual_stages(model)[1]
+    block = stage.blocks()[0]
+    gated = GatedBlock(block, FixedGate(block.conv1.in_channels, [1, 0, 1])).eval()
+    x = torch.randn(3, block.conv1.in_channels, 8, 8)
+    before = x.clone()
+    with torch.no_grad():
+        masked = gated(x)
+        gated.mode = "skip"
+        skipped = gated(x)
+        identity_block = GatedBlock(residual_stages(model)[1].blocks()[1], FixedGate(512, [0, 1])).eval()
+        identity_block.mode = "skip"
+        y = torch.randn(2, 512, 4, 4)
+        y_before = y.clone()
+        identity_block(y)
+    torch.testing.assert_close(skipped, masked)
+    assert torch.equal(x, before) and torch.equal(y, y_before)
