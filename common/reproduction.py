@@ -171,7 +171,7 @@ def markdown_table(cells: list[Cell], title: str = "") -> str:
             entries.append(f"{_fmt(cell.ours)}{mark} ({_fmt(cell.paper)})")
         lines.append(f"| {row} | " + " | ".join(entries) + " |")
     lines += ["", "Each cell: ours (paper). — : no number. † : not comparable to the paper "
-              "(smoke preset: trained minutes on a 2,000-image sample)."]
+              "(smoke preset: a few training steps on the packaged CIFAR-10 sample)."]
     notes = [f"- {c.row} / {c.column}: {c.note}" for c in cells if c.note]
     if notes:
         lines += ["", "Notes:", *dict.fromkeys(notes)]

@@ -1,0 +1,77 @@
+"""RDI-Net training (Sec. 3.4) as a `common.train.Method`: Uniform Sampling Warm-up, then Eq. (16)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from common.dynamic import decisions, gated_blocks, probabilities
+from common.train import Method, StepOutput
+
+from .losses import colour_histogram, cost_loss, rank_loss, sample_distances
+
+
+def uniform_path(x: torch.Tensor) -> torch.Tensor:
+    """Eq. (14): execute (1) or skip (0) with probability ½ each, drawn per image."""
+    return torch.randint(0, 2, (x.shape[0],), device=x.device)
+
+
+def set_uniform_sampling(model: nn.Module, on: bool) -> None:
+    """Replace (on) or restore (off) every router's decision by a uniform draw (USW)."""
+    for block in gated_blocks(model):
+        block.override = uniform_path if on else None
+
+
+class RDIMethod(Method):
+    """`warmup_epochs` of USW (L_cls on uniformly sampled paths, Eq. 14), then
+    L = L_cls + L_cost + α·L_rank (Eq. 16) with target rate t (Eq. 15) and φ = `margin` (Eq. 12).
+
+    `mean`/`std`: the normalisation of the model input, undone to compute the colour histograms.
+    """
+
+    def __init__(self, target: float, alpha: float = 0.2, warmup_epochs: int = 0, margin: float = 0.5,
+                 bins: int = 4, mean: tuple[float, ...] = (0.0,), std: tuple[float, ...] = (1.0,)):
+        if not 0.0 <= target <= 1.0:
+            raise ValueError(f"Target execution rate t must be in [0, 1]; got {target}.")
+        self.target, self.alpha, self.warmup_epochs = target, alpha, warmup_epochs
+        self.margin, self.bins, self.mean, self.std = margin, bins, mean, std
+        self.warming_up = warmup_epochs > 0
+
+    def on_epoch_start(self, model: nn.Module, epoch: int) -> None:
+        self.warming_up = epoch < self.warmup_epochs
+        set_uniform_sampling(model, self.warming_up)
+
+    def pixels(self, images: torch.Tensor) -> torch.Tensor:
+        """Model input back to [0, 1] pixels."""
+        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
+        return images.float() * std + mean
+
+    def training_step(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                      criterion: nn.Module) -> StepOutput:
+        logits = model(images)
+        ce = criterion(logits, labels)
+        taken = decisions(model).float()
+        logs = {"ce": float(ce.detach()), "exec_rate": float(taken.detach().mean())}
+        if self.warming_up:
+            return StepOutput(ce, logits, logs)
+        cost = cost_loss(taken, self.target)
+        loss = ce + cost
+        logs["cost"] = float(cost.detach())
+        if self.alpha:
+            hist = colour_histogram(self.pixels(images), self.bins)
+            rank = rank_loss(taken, sample_distances(hist), self.margin)
+            loss = loss + self.alpha * rank
+            logs["rank"] = float(rank.detach())
+        return StepOutput(loss, logits, logs)
+
+    def evaluation_step(self, model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits and the routers' own hard decisions (USW's uniform draws are switched off here)."""
+        blocks = gated_blocks(model)
+        overrides = [b.override for b in blocks]
+        set_uniform_sampling(model, False)
+        try:
+            logits = model(images)
+        finally:
+            for block, override in zip(blocks, overrides):
+                block.override = override
+        return logits, {"decisions": decisions(model).float(), "probs": probabilities(model).float()}
