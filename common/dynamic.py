@@ -66,7 +66,7 @@ class GatedBlock(nn.Module):
         out = parts.post(shortcut.clone() if shortcut is x else shortcut)
         if branch is None:
             return out
-        return out.index_copy(0, executed, branch.to(out.dtype))
+        return out.index_copy_(0, executed, branch.to(out.dtype))  # `out` is never the block's input
 
 
 def gated_blocks(model: nn.Module) -> list[GatedBlock]:
@@ -115,14 +115,14 @@ def macs_profile(model: nn.Module, input_size: tuple[int, int, int]) -> tuple[in
     device = next(model.parameters()).device
     try:
         total = count_macs(model, torch.zeros(1, *input_size, device=device))
+        branch = torch.tensor([count_macs(block_parts(b.block).residual, inputs[i]) for i, b in enumerate(blocks)])
+        overhead = sum(count_macs(b.gate, inputs[i]) for i, b in enumerate(blocks))
     finally:
         for hook in hooks:
             hook.remove()
         for block, mode in zip(blocks, modes):
             block.mode = mode
         model.train(was_training)
-    branch = torch.tensor([count_macs(block_parts(b.block).residual, inputs[i]) for i, b in enumerate(blocks)])
-    overhead = sum(count_macs(b.gate, inputs[i]) for i, b in enumerate(blocks))
     return total - overhead - int(branch.sum()), overhead, branch
 
 

@@ -136,3 +136,23 @@ def test_skip_mode_with_projection_shortcut_and_inplace_relu_matches_masked():
         identity_block(y)
     torch.testing.assert_close(skipped, masked)
     assert torch.equal(x, before) and torch.equal(y, y_before)
+
+
+def test_macs_profile_counts_gates_in_eval_mode_and_restores_training():
+    class BatchNormGate(FixedGate):
+        def __init__(self, channels, pattern):
+            super().__init__(channels, pattern)
+            self.bn = nn.BatchNorm1d(1)
+
+        def forward(self, x):
+            self.bn(self.fc(x.mean(dim=(2, 3))))  # fails at batch 1 in training mode
+            return super().forward(x)
+
+    torch.manual_seed(0)
+    model = create_backbone("resnet20_cifar")
+    for stage in residual_stages(model):
+        for position, block in enumerate(stage.blocks()):
+            stage.replace(position, GatedBlock(block, BatchNormGate(block.conv1.in_channels, [1])))
+    model.train()
+    always, overhead, branch = macs_profile(model, (3, 32, 32))
+    assert overhead > 0 and len(branch) == 9 and model.training
