@@ -1,1 +1,4 @@
-"""adn: see README.md."""
+"""adn: Specialization of Sub-paths for Adaptive Depth Networks (ADN); see README.md."""
+from .model import ADNet, BaseNet, all_configs, create_model, list_models
+
+__all__ = ["ADNet", "BaseNet", "all_configs", "create_model", "list_models"]

@@ -1,0 +1,164 @@
+"""Adanet (ConvNet-AIG): residual networks whose gates decide per image which layers run.
+
+Veit & Belongie, *Convolutional Networks with Adaptive Computation Graphs*, ECCV 2018.
+
+Every residual block of a backbone becomes a `common.dynamic.GatedBlock` whose gate is a `Gate`:
+
+    x_l = x_{l-1} + z(x_{l-1}) · F_l(x_{l-1}),  z ∈ {0, 1}                         Eq. (3)
+    z_c = mean over H×W of x_{l-1}                                                 Eq. (4)
+    β = W_2 σ(W_1 z),  W_1: C → C/d,  W_2: C/d → 2 (log-probabilities execute, skip) Eq. (5)
+    training: forward z = argmax(β + G) (Gumbel-Max, Eq. 6), backward through
+              softmax((β + G)/τ) (Eq. 7) — the straight-through Gumbel estimator
+    evaluation: z = argmax β (deterministic, default) or the Gumbel sample (`stochastic`)
+
+Gated blocks run in one of `common.dynamic.MODES`: "masked" (training: every branch computed and
+multiplied by z), "skip" (inference: a branch runs only on the images whose gate is open — at batch
+size 1 a closed gate computes nothing) and "scaled" (the paper's "*" variant: every branch runs,
+scaled by its expected execution rate, no gates). The decisions of the last forward are read with
+`common.dynamic.decisions(model)` ([B, L], network order).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common.backbones import block_parts, create_backbone, input_size, residual_stages
+from common.dynamic import GatedBlock, gated_blocks, set_mode, set_rates
+from common.hub import HubBackbone, HubModel
+
+# name → (backbone of common.backbones, reduction d of the gate's hidden layer)
+ADANETS: dict[str, tuple[str, int]] = {
+    "adanet110": ("resnet110_cifar", 2),        # Sec. 4.1: d = 2
+    "wide_adanet89": ("bottleneck89_cifar", 16),  # Sec. 4.1: 3/4/20/2 bottlenecks at 64…512, d = 16
+    "adanet50": ("resnet50", 16),               # Sec. 4.2: d = 16
+}
+# The plain baselines of Tables 1 and 2 (static networks, `common.hub.HubBackbone`).
+BASELINES: dict[str, str] = {
+    "resnet110": "resnet110_cifar",
+    "resnet18": "resnet18",
+    "resnet34": "resnet34",
+    "resnet50": "resnet50",
+}
+
+
+def gumbel_like(logits: torch.Tensor) -> torch.Tensor:
+    """I.i.d. Gumbel(0, 1) noise G = −log(−log U), U ~ Unif(0, 1) (Sec. 3.2)."""
+    uniform = torch.rand_like(logits).clamp_(1e-10, 1.0 - 1e-7)
+    return -torch.log(-torch.log(uniform))
+
+
+class Gate(nn.Module):
+    """The gating unit of Fig. 2: estimate P(execute) from channel means, then draw z ∈ {0, 1}.
+
+    `batch_norm` adds a BatchNorm after the first layer, as the authors' code does (Eq. 5 has
+    none). The last layer's bias is set to the log-probabilities (log p, log(1 − p)) with
+    p = `init_rate` and its weights to N(0, 0.001²), so the gates open at ≈ p at the start
+    (Sec. 4.1: 85 %).
+    """
+
+    def __init__(self, channels: int, reduction: int, batch_norm: bool = True, init_rate: float = 0.85,
+                 tau: float = 1.0):
+        super().__init__()
+        if reduction < 1 or not 0.0 < init_rate < 1.0 or tau <= 0:
+            raise ValueError(f"Need reduction ≥ 1, 0 < init_rate < 1, tau > 0; got {reduction}, {init_rate}, {tau}.")
+        hidden = max(channels // reduction, 1)
+        self.fc1 = nn.Linear(channels, hidden)                 # W_1 of Eq. (5)
+        self.bn = nn.BatchNorm1d(hidden) if batch_norm else nn.Identity()
+        self.fc2 = nn.Linear(hidden, 2)                        # W_2 of Eq. (5): (execute, skip)
+        nn.init.normal_(self.fc2.weight, std=1e-3)
+        with torch.no_grad():
+            self.fc2.bias.copy_(torch.tensor([math.log(init_rate), math.log(1.0 - init_rate)]))
+        self.tau = tau
+        self.stochastic = False  # evaluation: sample like training (True) or argmax (False)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """β [B, 2]: log-probabilities (up to a constant) of executing and skipping, Eq. (4)–(5)."""
+        z = x.mean(dim=(2, 3))                                  # Eq. (4)
+        return self.fc2(F.relu(self.bn(self.fc1(z))))          # Eq. (5)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(decision [B] in {0, 1}, P(execute) [B]); the decision carries the straight-through gradient."""
+        beta = self.logits(x).float()
+        prob = beta.softmax(dim=1)[:, 0]
+        if not (self.training or self.stochastic):
+            return (beta[:, 0] > beta[:, 1]).to(beta.dtype), prob
+        noisy = beta + gumbel_like(beta)                          # log α + G, Eq. (6)
+        hard = (noisy[:, 0] > noisy[:, 1]).to(beta.dtype)       # argmax, Eq. (6)
+        soft = (noisy / self.tau).softmax(dim=1)[:, 0]          # relaxation, Eq. (7)
+        # Straight-through: forward value exactly `hard` (soft − soft.detach() is exactly 0),
+        # gradient of the softmax relaxation.
+        return hard + (soft - soft.detach()), prob
+
+
+def block_in_channels(block: nn.Module) -> int:
+    """Channels of a torchvision BasicBlock / Bottleneck's input (what its gate pools)."""
+    return block.conv1.in_channels
+
+
+class Adanet(nn.Module, HubModel, library_name="dynnets", tags=["dynnets", "adanet"], license="mit"):
+    """A backbone of `common.backbones` with a `Gate` on every residual block (Sec. 3)."""
+
+    def __init__(self, backbone: str = "resnet110_cifar", num_classes: int | None = None, reduction: int = 2,
+                 gate_batch_norm: bool = True, init_rate: float = 0.85, tau: float = 1.0):
+        super().__init__()
+        self.backbone = backbone
+        self.net = create_backbone(backbone, num_classes)
+        for stage in residual_stages(self.net):
+            for position, block in enumerate(stage.blocks()):
+                if block_parts(block).shortcut_module is not None:
+                    # GatedBlock's skip path applies the block's ReLU to the projection shortcut;
+                    # torchvision's in-place ReLU would clip that tensor before the executed
+                    # images' branch is added to it (see README, "Notes for common").
+                    block.relu = nn.ReLU(inplace=False)
+                gate = Gate(block_in_channels(block), reduction, gate_batch_norm, init_rate, tau)
+                stage.replace(position, GatedBlock(block, gate))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        """The (C, H, W) input the model is counted and run at."""
+        return input_size(self.backbone)
+
+    def set_mode(self, mode: str) -> None:
+        """"masked" (training), "skip" (real skipping) or "scaled" (the "*" variant)."""
+        set_mode(self, mode)
+
+    def set_stochastic(self, stochastic: bool) -> None:
+        """At evaluation, sample the gates with Gumbel noise (True) or take the argmax (False, default)."""
+        for block in gated_blocks(self):
+            block.gate.stochastic = stochastic
+
+    def set_rates(self, rates: torch.Tensor) -> None:
+        """Expected execution rate of every gated block, used by the "scaled" mode."""
+        set_rates(self, rates)
+
+    def downsampling(self) -> list[bool]:
+        """For every gated block in network order: whether it changes resolution or width."""
+        return [block_parts(b.block).shortcut_module is not None for b in gated_blocks(self)]
+
+
+def list_models() -> list[str]:
+    """Names accepted by `create_model`."""
+    return sorted([*ADANETS, *BASELINES])
+
+
+def create_model(name: str, pretrained: bool | str = False, **kwargs) -> nn.Module:
+    """An Adanet or a plain baseline by name; `pretrained` a Hub id or local directory of weights."""
+    if name in ADANETS:
+        backbone, reduction = ADANETS[name]
+        config = {"backbone": backbone, "reduction": reduction, **kwargs}
+        cls, args = Adanet, config
+    elif name in BASELINES:
+        cls, args = HubBackbone, {"name": BASELINES[name], **kwargs}
+    else:
+        raise ValueError(f"Unknown model {name!r}. Valid choices: {', '.join(list_models())}.")
+    if pretrained is True:
+        raise ValueError(f"No published weights for {name!r} yet: pass pretrained='<hub id or local dir>'.")
+    if pretrained:
+        return cls.from_pretrained(pretrained, **args)
+    return cls(**args)

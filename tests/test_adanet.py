@@ -1,0 +1,194 @@
+"""adanet: the gate (Eq. 4–7), the target-rate loss (Eq. 8–9), real skipping, counting, the models."""
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from adanet import Adanet, Gate, create_model, list_models
+from adanet.experiments import (expected_macs_over, fgsm, fgsm_direction, force_decisions, forced_macs,
+                                forced_pattern, gate_profile, jpeg, macs_at_rates, scaled_macs)
+from adanet.losses import AdanetMethod, imagenet_targets, target_rate_loss
+from adanet.tables import TABLE1, TABLE2, TARGETS
+from common.dynamic import decisions, gated_blocks, probabilities
+from common.metrics import count_macs, count_params
+
+
+def test_straight_through_forward_is_exactly_binary_and_gradients_reach_the_gate():
+    torch.manual_seed(0)
+    gate = Gate(16, reduction=2).train()
+    x = torch.randn(64, 16, 4, 4)
+    decision, prob = gate(x)
+    assert set(decision.tolist()) == {0.0, 1.0}       # exactly 0/1, both present
+    assert torch.all((prob > 0) & (prob < 1))
+    (decision * torch.arange(64.0)).sum().backward()
+    for param in (gate.fc1.weight, gate.fc2.weight, gate.fc2.bias):
+        assert param.grad is not None and param.grad.abs().sum() > 0
+
+
+def test_gate_is_deterministic_at_eval_and_stochastic_on_request():
+    torch.manual_seed(0)
+    gate = Gate(16, reduction=2)
+    torch.nn.init.normal_(gate.fc2.weight, std=1.0)  # decisions that depend on the input
+    gate.fc2.bias.data.zero_()
+    gate.eval()
+    x = torch.randn(256, 16, 4, 4)
+    first, prob = gate(x)
+    assert torch.equal(first, gate(x)[0])
+    assert torch.equal(first, (prob > 0.5).float())
+    gate.stochastic = True
+    assert not torch.equal(gate(x)[0], gate(x)[0])
+
+
+def test_target_rate_loss_equals_eq8_by_hand():
+    taken = torch.tensor([[1, 0, 1], [1, 1, 0], [0, 1, 1], [1, 1, 1.0]])  # z̄ = 0.75 for each layer
+    assert target_rate_loss(taken, 0.6).item() == pytest.approx(3 * 0.15 ** 2)
+    assert target_rate_loss(taken, [1.0, 0.5, 0.6]).item() == pytest.approx(0.25 ** 2 + 0.25 ** 2 + 0.15 ** 2)
+    assert target_rate_loss(taken, [1.0, 0.5, 0.6], leave_out_full=True).item() == pytest.approx(0.25 ** 2 + 0.15 ** 2)
+    with pytest.raises(ValueError, match="targets"):
+        target_rate_loss(taken, [0.6, 0.6])
+    assert len(imagenet_targets()) == 16
+
+
+def test_initial_execution_rate_is_085_on_random_input():
+    torch.manual_seed(0)
+    model = create_model("adanet110").train()
+    inputs = {}
+    for index, block in enumerate(gated_blocks(model)):
+        block.register_forward_pre_hook(lambda m, args, i=index: inputs.__setitem__(i, args[0]))
+    with torch.no_grad():
+        model(torch.randn(8, 3, 32, 32))
+        assert decisions(model).shape == (8, 54)
+        assert probabilities(model).mean().item() == pytest.approx(0.85, abs=0.01)
+        # 20 more Gumbel draws of every gate on its own input: 8 × 54 × 20 decisions
+        draws = torch.stack([torch.stack([b.gate(inputs[i])[0] for i, b in enumerate(gated_blocks(model))])
+                             for _ in range(20)])
+    assert draws.mean().item() == pytest.approx(0.85, abs=0.03)
+    assert set(draws.unique().tolist()) == {0.0, 1.0}
+
+
+def _varied_images(batch: int) -> torch.Tensor:
+    """Random images whose channel means differ, so that the gates' decisions differ between them."""
+    return torch.randn(batch, 3, 32, 32) + torch.linspace(-2, 2, batch).view(batch, 1, 1, 1)
+
+
+def _mixed_gates(model: Adanet) -> Adanet:
+    """Gates whose eval decisions differ between images and layers."""
+    torch.manual_seed(1)
+    for block in gated_blocks(model):
+        torch.nn.init.normal_(block.gate.fc2.weight, std=3.0)
+        block.gate.fc2.bias.data.zero_()
+    return model.eval()
+
+
+@pytest.mark.parametrize("name, batch", [("adanet110", 8), ("wide_adanet89", 4)])
+def test_skip_and_masked_modes_give_the_same_logits(name, batch):
+    model = _mixed_gates(create_model(name))
+    torch.manual_seed(2)
+    x = _varied_images(batch)
+    with torch.no_grad():
+        masked, masked_taken = model(x), decisions(model)
+        model.set_mode("skip")
+        skipped, skipped_taken = model(x), decisions(model)
+    # layers where some images execute and others skip: the sub-batch path is exercised
+    assert (masked_taken.min(0).values != masked_taken.max(0).values).sum() >= 3
+    assert torch.equal(masked_taken, skipped_taken)
+    torch.testing.assert_close(skipped, masked, rtol=1e-4, atol=1e-4)
+
+
+def test_real_skipping_costs_and_expected_macs_match_counted_ones():
+    model = _mixed_gates(create_model("adanet110"))
+    always, overhead, branch = gate_profile(model, (3, 32, 32))
+    assert 100 * overhead / (always + float(branch.sum())) < 0.05   # paper: 0.01 % of the computation
+    model.set_mode("skip")
+    # At batch size 1 a closed gate computes nothing: all closed leaves the stem's convolution alone.
+    force_decisions(model, torch.zeros(1, 54))
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(torch.zeros(1, 3, 32, 32))
+    convolution = sum(v for op, v in counter.get_flop_counts()["Global"].items() if "convolution" in str(op))
+    assert convolution // 2 == 3 * 16 * 9 * 32 * 32
+    assert counter.get_total_flops() // 2 == always + overhead
+    force_decisions(model, None)
+    # Expected MACs of the gates' own decisions equal the MACs counted for each image alone.
+    torch.manual_seed(2)
+    x = _varied_images(2)
+    with torch.no_grad():
+        model(x)
+    taken = decisions(model)
+    expected = expected_macs_over(model, (3, 32, 32), taken)
+    assert expected.per_image[0] != expected.per_image[1]
+    for image in range(2):
+        assert count_macs(model, x[image:image + 1]) == expected.per_image[image]
+    counted, forced = forced_macs(model, 0.6)           # 32 of 54 layers, forced
+    assert counted == forced
+    assert macs_at_rates(model, (3, 32, 32), torch.ones(54)) == scaled_macs(model) + overhead
+
+
+@pytest.mark.parametrize("name, row, table, tolerance", [
+    ("adanet110", "Adanet 110", TABLE1, 0.02), ("wide_adanet89", "Wide Adanet 89", TABLE1, 0.03),
+    ("adanet50", "Adanet 50", TABLE2, 0.02), ("resnet18", "ResNet 18", TABLE2, 0.02),
+    ("resnet34", "ResNet 34", TABLE2, 0.02), ("resnet50", "ResNet 50", TABLE2, 0.02)])
+def test_parameters_match_the_paper(name, row, table, tolerance):
+    ours = count_params(create_model(name)) / 1e6
+    assert ours == pytest.approx(table[row]["Params"], rel=tolerance)
+
+
+def test_create_model_rejects_unknown_names_and_round_trips_weights(tmp_path):
+    assert {"adanet110", "wide_adanet89", "adanet50", "resnet110", "resnet50"} <= set(list_models())
+    with pytest.raises(ValueError, match="adanet110"):
+        create_model("adanet111")
+    model = _mixed_gates(create_model("adanet110"))
+    model.set_rates(torch.linspace(0.5, 1.0, 54))
+    model.save_pretrained(tmp_path)
+    loaded = create_model("adanet110", pretrained=str(tmp_path)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+    assert torch.equal(loaded.net.layer3[17].rate, torch.tensor(1.0))
+
+
+def test_training_step_adds_lambda_times_target_loss_and_gates_get_their_own_group():
+    torch.manual_seed(0)
+    model = create_model("adanet110").train()
+    method = AdanetMethod(lam=2.0, target=0.6)
+    images, labels = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    torch.manual_seed(3)
+    out = method.training_step(model, images, labels, torch.nn.CrossEntropyLoss())
+    expected = out.logs["ce"] + 2.0 * target_rate_loss(decisions(model), 0.6).item()
+    assert out.loss.item() == pytest.approx(expected, rel=1e-5)
+    assert [f"rate_{i:02d}" for i in range(54)] == [k for k in out.logs if k.startswith("rate_")]
+    (group,) = method.param_groups(model)
+    gate_params = [n for n, p in model.named_parameters() if group.selects(n, p)]
+    assert len(gate_params) == 54 * 6 and all(".gate." in n for n in gate_params)
+    assert group.lr == 2e-4 and group.gamma == 0.4
+    out.loss.backward()
+    assert model.net.layer1[0].gate.fc2.bias.grad.abs().sum() > 0
+
+
+def test_fgsm_and_jpeg():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))
+    ramp = torch.linspace(0.2, 0.8, 8)
+    pixels = (ramp[None, None, :, None] * ramp[None, None, None, :]).repeat(16, 3, 1, 1)  # smooth images
+    labels = torch.randint(0, 10, (16,))
+    direction = fgsm_direction(model, pixels, labels, "cifar10")
+    adversarial = fgsm(pixels, direction, 8 / 255)
+    assert (adversarial - pixels).abs().max() <= 8 / 255 + 1e-6
+    assert adversarial.min() >= 0 and adversarial.max() <= 1
+    from common.data import normalize
+    loss = torch.nn.functional.cross_entropy
+    with torch.no_grad():
+        before = loss(model(normalize(pixels * 255, "cifar10")), labels)
+        assert loss(model(normalize(adversarial * 255, "cifar10")), labels) > before
+    compressed = jpeg(adversarial, 75)
+    assert compressed.shape == adversarial.shape and compressed.dtype == torch.float32
+    assert 0 < (compressed - adversarial).abs().mean() < 0.05
+
+
+def test_forced_pattern_executes_the_asked_share():
+    pattern = forced_pattern(64, 54, 0.6)
+    assert torch.all(pattern.sum(1) == 32)
+    assert not torch.equal(pattern[0], pattern[1])
+
+
+def test_every_table_and_figure_has_a_target():
+    assert {"table1", "table2", "fig3", "fig4", "fig6", "fig7", "fig8", "latency"} <= set(TARGETS)
