@@ -80,8 +80,8 @@ def run_imagenet_backbones(ctx: Context) -> list[Cell]:
         for source, paper_params, paper_macs in quotes:
             row = f"{name} ({source})"
             cells.append(Cell(row, "Params", paper_params, params, "M"))
-            note = ("the paper counts no nn.MultiheadAttention at all (QKV + output projections 1.416 G, "
-                    "QK^T and AV products 0.046 G): 4.409 − 1.462 = 2.948 G") if name == "vit_b_32" else ""
+            note = ("the paper's count leaves out nn.MultiheadAttention entirely (projections and "
+                    "attention products); adn/README.md shows the arithmetic") if name == "vit_b_32" else ""
             cells.append(Cell(row, "MACs", paper_macs, macs, "G", note=note))
         if name in TORCHVISION_WEIGHTS:
             meta = getattr(models, TORCHVISION_WEIGHTS[name]).DEFAULT.meta

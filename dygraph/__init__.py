@@ -1,1 +1,40 @@
-"""dygraph: see README.md."""
+"""dygraph: DY-Graph / Differentiable Dynamic Wirings — instance-aware connectivity on complete DAGs.
+
+See README.md. `create_model(name)` builds the models below; `list_models()` names them.
+"""
+from __future__ import annotations
+
+from .model import (DAGStage, DYGraphNet, RandWireNet, adjacency, dag_stages, detection_backbone,
+                    executed_nodes, faster_rcnn, random_dag, rewire, set_mode)
+
+# Backbones of Table 1 / Table 5 and their CIFAR analogues.
+BACKBONES = ("resnet20_cifar", "resnet32_cifar", "resnet56_cifar", "resnet110_cifar", "resnet18", "resnet34",
+             "resnet50", "resnet101", "resnext50_32x4d", "mobilenet_v2", "regnet_x_600mf", "regnet_x_1_6gf",
+             "regnet_y_600mf")
+RANDWIRE = {"randwire_er": "er", "randwire_ba": "ba", "randwire_ws": "ws", "dygraph_randwire": "complete"}
+
+
+def list_models() -> list[str]:
+    """Names accepted by `create_model`: dygraph_<backbone> (α_b), static_<backbone> (α), RandWire."""
+    return [*(f"dygraph_{b}" for b in BACKBONES), *(f"static_{b}" for b in BACKBONES), *RANDWIRE]
+
+
+def create_model(name: str, pretrained: bool | str = False, **kwargs):
+    """Build a DY-Graph model by name; `pretrained` may be a Hub id or local folder of saved weights."""
+    if name not in list_models():
+        raise ValueError(f"Unknown model {name!r}. Valid choices: {', '.join(list_models())}.")
+    if name in RANDWIRE:
+        cls, config = RandWireNet, {"graph": RANDWIRE[name], **kwargs}
+    else:
+        wiring, backbone = name.split("_", 1)
+        cls, config = DYGraphNet, {"backbone": backbone, "wiring": "dynamic" if wiring == "dygraph" else "static",
+                                   **kwargs}
+    if pretrained is True:
+        raise ValueError("No published DY-Graph weights exist; pass a Hub id or folder saved by save_pretrained.")
+    if pretrained:
+        return cls.from_pretrained(pretrained, **config)
+    return cls(**config)
+
+
+__all__ = ["create_model", "list_models", "DAGStage", "DYGraphNet", "RandWireNet", "adjacency", "dag_stages",
+           "detection_backbone", "executed_nodes", "faster_rcnn", "random_dag", "rewire", "set_mode"]
