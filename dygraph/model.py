@@ -1,0 +1,396 @@
+"""DY-Graph / DDW: each stage of a backbone becomes a complete DAG of its blocks with
+per-sample edge weights predicted by routers (Sec. 3), plus the static and RandWire wirings.
+
+A stage of n blocks keeps its first, shape-changing block in front; its output is the *input
+node* (index 0). Blocks 1..n-1 are the nodes 1..n-1 and an *output node* (index N-1, N = n+1)
+only aggregates. Node j computes (Eq. 1-2)
+
+    x_b^j = o^j( Σ_{i<j} ᾱ_b^{ij} · x_b^i )
+
+where o^j is the whole torchvision block (its own shortcut included), and the weights of node
+i's output edges come from its router on its transformed features (Eq. 3):
+π^i = σ(FC(GAP(x^i)) + b). A learnable threshold τ^i per node closes the edges with π < τ
+(Eq. 4); we learn τ through the hard step with a straight-through sigmoid surrogate. The
+per-sample adjacency matrices live in one buffer M ∈ R^{B×N×N} (Sec. 3.3): node i writes its
+output weights into row i, node j reads its input weights from column j.
+
+A node whose input edges are all closed for a sample is *removed* for it (Sec. 3.2): its output
+is zero and its router's row stays zero. In "masked" mode (training) every node runs on the whole
+batch and removed samples are multiplied by 0; in "skip" mode (inference) a node runs only on the
+sub-batch of samples that keep it, and an edge closed for every sample of that sub-batch is not
+aggregated at all, so a batch-1 forward executes exactly the open graph.
+"""
+from __future__ import annotations
+
+import networkx as nx
+import torch
+from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from common.backbones import create_backbone, residual_stages
+from common.hub import HubModel
+
+MODES = ("masked", "skip")
+WIRINGS = ("dynamic", "static")
+RANDOM_GRAPHS = ("er", "ba", "ws", "complete")
+
+
+def _out_channels(block: nn.Module) -> int:
+    """Channels a block outputs: those of its last normalisation layer (projection or final BN)."""
+    norms = [m for m in block.modules() if isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d))]
+    if not norms:
+        raise ValueError(f"Cannot tell the output channels of {type(block).__name__}: it has no BatchNorm2d.")
+    return int(norms[-1].weight.shape[0])
+
+
+def _as_rows(x: torch.Tensor) -> tuple[torch.Tensor, callable]:
+    """[B, C, H, W] → a [B, 1, C·H·W] view (no copy in either memory format) and its inverse."""
+    batch, channels, height, width = x.shape
+    if x.is_contiguous():
+        return x.view(batch, 1, -1), lambda y: y.view(batch, channels, height, width)
+    if x.is_contiguous(memory_format=torch.channels_last):
+        return (x.permute(0, 2, 3, 1).reshape(batch, 1, -1),
+                lambda y: y.view(batch, height, width, channels).permute(0, 3, 1, 2))
+    return x.contiguous().view(batch, 1, -1), lambda y: y.view(batch, channels, height, width)
+
+
+def weighted_sum(weights: torch.Tensor, features: list[torch.Tensor]) -> torch.Tensor:
+    """Σ_i weights[:, i] · features[i] (the aggregation of Eq. 1-2), per sample.
+
+    Each edge is one rank-1 batched matmul (`baddbmm`), so `FlopCounterMode` sees exactly one
+    multiply-add per edge and element, and nothing is stacked (memory stays O(edges)).
+    """
+    if weights.shape[1] != len(features) or not features:
+        raise ValueError(f"Got {weights.shape[1]} weights for {len(features)} features.")
+    out, unflatten = None, None
+    for index, feature in enumerate(features):
+        rows, unflatten_i = _as_rows(feature)
+        unflatten = unflatten or unflatten_i
+        w = weights[:, index].view(-1, 1, 1).to(rows.dtype)
+        out = torch.bmm(w, rows) if out is None else torch.baddbmm(out, w, rows.to(out.dtype))
+    return unflatten(out)
+
+
+def threshold(alpha: torch.Tensor, tau: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Eq. (4): ᾱ = α if α ≥ τ else 0; τ learns through a straight-through sigmoid surrogate.
+
+    Forward: α · 1[α ≥ τ] exactly. Backward: the step's derivative is that of σ((α − τ)/T), so
+    ∂ᾱ/∂τ = −α σ'((α − τ)/T)/T ≠ 0 and α also learns how close it sits to its threshold.
+    """
+    hard = (alpha >= tau).to(alpha.dtype)
+    soft = torch.sigmoid((alpha - tau) / temperature)
+    return alpha * (hard + (soft - soft.detach()))
+
+
+class Router(nn.Module):
+    """Eq. (3): π^i = σ(FC(GAP(x^i)) + b) over the node's output edges."""
+
+    def __init__(self, channels: int, out_edges: int):
+        super().__init__()
+        self.fc = nn.Linear(channels, out_edges)  # weight w_r^i and bias b_r^i
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.fc(x.mean(dim=(2, 3))))
+
+
+class StaticEdges(nn.Module):
+    """Table 6's α: one learnable weight per output edge, shared by every sample (σ of a logit)."""
+
+    def __init__(self, channels: int, out_edges: int):
+        super().__init__()
+        self.logit = nn.Parameter(torch.zeros(out_edges))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logit).to(x.dtype).expand(x.shape[0], -1)
+
+
+def complete_dag(num_nodes: int) -> torch.Tensor:
+    """Adjacency mask of the complete DAG on `num_nodes` ordered nodes: i → j for every i < j."""
+    return torch.ones(num_nodes, num_nodes).triu(1)
+
+
+class DAGStage(nn.Module):
+    """A stage rewired as a DAG: `first` block, then `nodes` aggregated through the buffer M.
+
+    `edge_mask` [N, N] (N = len(nodes) + 2) says which edges exist (default: the complete DAG).
+    After each forward, `last_buffer` holds M [B, N, N] (thresholded weights; row i = node i's
+    output edges, column j = node j's input edges) and `last_alive` [B, N] which nodes ran.
+    """
+
+    def __init__(self, first: nn.Module, nodes: list[nn.Module], wiring: str = "dynamic",
+                 edge_mask: torch.Tensor | None = None, use_threshold: bool = True,
+                 tau_init: float = 0.0, temperature: float = 0.1, channels: int | None = None):
+        super().__init__()
+        if wiring not in WIRINGS:
+            raise ValueError(f"Unknown wiring {wiring!r}; valid: {', '.join(WIRINGS)}.")
+        self.first, self.nodes = first, nn.ModuleList(nodes)
+        self.num_nodes = len(nodes) + 2
+        mask = complete_dag(self.num_nodes) if edge_mask is None else edge_mask.float()
+        if mask.shape != (self.num_nodes, self.num_nodes) or bool(mask.tril().any()):
+            raise ValueError(f"edge_mask must be a strictly upper-triangular {self.num_nodes}×{self.num_nodes} "
+                             f"matrix; got shape {tuple(mask.shape)}.")
+        self.register_buffer("edge_mask", mask)
+        self.targets = [mask[i].nonzero().flatten().tolist() for i in range(self.num_nodes - 1)]
+        self.sources = [mask[:, j].nonzero().flatten().tolist() for j in range(self.num_nodes)]
+        if any(not t for t in self.targets) or any(not s for s in self.sources[1:]):
+            raise ValueError("Every node but the output node needs an output edge, every node but the input "
+                             "node an input edge.")
+        channels = channels or _out_channels(nodes[-1] if nodes else first)
+        edges = Router if wiring == "dynamic" else StaticEdges
+        self.wiring = wiring
+        self.routers = nn.ModuleList(edges(channels, len(t)) for t in self.targets)
+        self.tau = nn.Parameter(torch.full((self.num_nodes - 1,), float(tau_init))) if use_threshold else None
+        self.temperature = temperature
+        self.mode = "masked"
+        self.last_buffer: torch.Tensor | None = None
+        self.last_alive: torch.Tensor | None = None
+
+    def edge_weights(self, node: int, x: torch.Tensor) -> torch.Tensor:
+        """Thresholded weights [B, out-degree] of node `node`'s output edges from its features x."""
+        alpha = self.routers[node](x)  # Eq. (3)
+        if self.tau is None:
+            return alpha
+        return threshold(alpha, self.tau[node].to(alpha.dtype), self.temperature)  # Eq. (4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode not in MODES:
+            raise ValueError(f"Unknown mode {self.mode!r}; valid: {', '.join(MODES)}.")
+        x0 = self.first(x)
+        batch, last = x0.shape[0], self.num_nodes - 1
+        buffer = x0.new_zeros(batch, self.num_nodes, self.num_nodes, dtype=torch.float32)  # M, Sec. 3.3
+        buffer[:, 0, self.targets[0]] = self.edge_weights(0, x0).float()  # M[:, i, :] = π^i
+        features, alive = [x0], [torch.ones(batch, dtype=torch.bool, device=x0.device)]
+        out = None
+        for j in range(1, self.num_nodes):
+            # π^j = M[:, :, j] over the node's edges (all i < j in the complete DAG); a copy, so
+            # that later writes into M leave what autograd saved intact.
+            sources = self.sources[j]
+            weights = buffer[:, sources, j]
+            live = (weights > 0).any(dim=1)
+            alive.append(live)
+            inputs = [features[i] for i in sources]
+            if self.mode == "masked":
+                aggregated = weighted_sum(weights, inputs)
+                if j == last:
+                    out = aggregated
+                    break
+                y = self.nodes[j - 1](aggregated) * live.view(-1, 1, 1, 1).to(x0.dtype)
+                buffer[:, j, self.targets[j]] = self.edge_weights(j, y).float() * live[:, None]
+            else:
+                y = self._skip_node(j, weights, live, inputs, buffer)
+                if j == last:
+                    out = y
+                    break
+            features.append(y)
+        self.last_buffer, self.last_alive = buffer, torch.stack(alive, dim=1)
+        return out
+
+    def _skip_node(self, j: int, weights: torch.Tensor, live: torch.Tensor, features: list[torch.Tensor],
+                   buffer: torch.Tensor) -> torch.Tensor:
+        """Node j on the samples that keep it, aggregating only edges open for one of them
+        (`weights` [B, k] and `features` are those of its k input edges)."""
+        index = live.nonzero().flatten()
+        full = index.numel() == live.numel()
+        out = features[0].new_zeros(features[0].shape)
+        if index.numel() == 0:
+            return out
+        sub = weights if full else weights[index]
+        used = (sub > 0).any(dim=0).nonzero().flatten().tolist()
+        inputs = [features[i] if full else features[i][index] for i in used]
+        y = weighted_sum(sub[:, used], inputs)
+        if j < self.num_nodes - 1:
+            y = self.nodes[j - 1](y)
+            targets = torch.tensor(self.targets[j], device=buffer.device)
+            buffer[index[:, None], j, targets[None, :]] = self.edge_weights(j, y).float()
+        return y if full else out.index_copy(0, index, y.to(out.dtype))
+
+
+def dag_stages(model: nn.Module) -> list[DAGStage]:
+    """The model's DAG stages in network order."""
+    return [m for m in model.modules() if isinstance(m, DAGStage)]
+
+
+def set_mode(model: nn.Module, mode: str) -> None:
+    """Put every DAG stage in "masked" (training) or "skip" (real skipping at inference) mode."""
+    if mode not in MODES:
+        raise ValueError(f"Unknown mode {mode!r}; valid: {', '.join(MODES)}.")
+    for stage in dag_stages(model):
+        stage.mode = mode
+
+
+def adjacency(model: nn.Module) -> list[torch.Tensor]:
+    """The buffers M [B, N, N] of the last forward, one per DAG stage: the one way to read the
+    routers' decisions (row i: node i's output edges; column j: node j's input edges)."""
+    return [stage.last_buffer for stage in dag_stages(model)]
+
+
+def executed_nodes(model: nn.Module) -> torch.Tensor:
+    """[B, nodes] 1 where a block node ran for a sample in the last forward (input/output nodes left out)."""
+    return torch.cat([stage.last_alive[:, 1:-1] for stage in dag_stages(model)], dim=1)
+
+
+def rewire(model: nn.Module, wiring: str = "dynamic", min_blocks: int = 2, **stage_kwargs) -> list[DAGStage]:
+    """Turn every stage of `model` with ≥ `min_blocks` blocks into a `DAGStage`, in place.
+
+    The stage's first (shape-changing) block stays in front as the input node; the remaining
+    blocks become the nodes of a complete DAG. Stages of one block are left as they are (their
+    graph would be input → output only).
+    """
+    stages = []
+    for stage in residual_stages(model):
+        blocks = stage.blocks()
+        if len(blocks) < max(min_blocks, 2):
+            continue
+        dag = DAGStage(blocks[0], blocks[1:], wiring=wiring, **stage_kwargs)
+        stage.replace(0, dag)
+        for position in range(1, len(stage)):
+            stage.replace(position, nn.Identity())
+        stages.append(dag)
+    return stages
+
+
+class DYGraphNet(nn.Module, HubModel, library_name="dynnets", tags=["dynnets", "dygraph"], license="mit"):
+    """A `common.backbones` network whose stages are complete DAGs with dynamic (α_b) or static (α) edges."""
+
+    def __init__(self, backbone: str = "resnet50", num_classes: int | None = None, wiring: str = "dynamic",
+                 tau_init: float = 0.0, temperature: float = 0.1, use_threshold: bool = True):
+        super().__init__()
+        self.net = create_backbone(backbone, num_classes)
+        rewire(self.net, wiring, tau_init=tau_init, temperature=temperature, use_threshold=use_threshold)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+# --- RandWire (Xie et al. 2019), small computation regime, through the same DAG machinery -------
+
+class SepConvNode(nn.Sequential):
+    """RandWire's node transformation: ReLU → 3×3 separable conv → BN."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+        super().__init__(nn.ReLU(),
+                         nn.Conv2d(in_channels, in_channels, 3, stride, 1, groups=in_channels, bias=False),
+                         nn.Conv2d(in_channels, out_channels, 1, bias=False),
+                         nn.BatchNorm2d(out_channels))
+
+
+def random_dag(kind: str, num_nodes: int, seed: int = 0) -> torch.Tensor:
+    """Edge mask [n+2, n+2] of a RandWire graph: ER (P=0.2), BA (M=5) or WS (K=4, P=0.75) from
+    networkx on n nodes, edges oriented from lower to higher index, plus an input node feeding
+    every node of in-degree 0 and an output node fed by every node of out-degree 0 (Table 4);
+    "complete" gives the complete DAG (DY-Graph's)."""
+    if kind not in RANDOM_GRAPHS:
+        raise ValueError(f"Unknown graph {kind!r}; valid: {', '.join(RANDOM_GRAPHS)}.")
+    if kind == "complete":
+        return complete_dag(num_nodes + 2)
+    graph = {"er": lambda: nx.erdos_renyi_graph(num_nodes, 0.2, seed=seed),
+             "ba": lambda: nx.barabasi_albert_graph(num_nodes, 5, seed=seed),
+             "ws": lambda: nx.watts_strogatz_graph(num_nodes, 4, 0.75, seed=seed)}[kind]()
+    mask = torch.zeros(num_nodes + 2, num_nodes + 2)
+    for u, v in graph.edges():
+        i, j = sorted((u, v))
+        mask[i + 1, j + 1] = 1
+    inner = mask[1:-1, 1:-1]
+    for node in range(num_nodes):
+        if not inner[:, node].any():
+            mask[0, node + 1] = 1
+        if not inner[node].any():
+            mask[node + 1, -1] = 1
+    return mask
+
+
+class RandWireNet(nn.Module, HubModel, library_name="dynnets", tags=["dynnets", "dygraph", "randwire"],
+                  license="mit"):
+    """RandWire small regime (C = 78, N = 32 per stage): conv1 (C/2, s2), conv2 (C, s2), three graph
+    stages at C, 2C, 4C, 1×1 conv to 1280, pool, FC. `graph="complete"` with `wiring="dynamic"` is
+    the DY-Graph row of Table 4; the random graphs use static α and no threshold (as RandWire).
+
+    Each stage's shape-changing unit (stride 2) stays in front, as in our backbones' stages,
+    and sends to the graph's nodes of in-degree 0.
+    """
+
+    def __init__(self, graph: str = "ws", channels: int = 78, nodes: int = 32, num_classes: int = 1000,
+                 wiring: str | None = None, seed: int = 0, tau_init: float = 0.0, temperature: float = 0.1):
+        super().__init__()
+        wiring = wiring or ("dynamic" if graph == "complete" else "static")
+        use_threshold = wiring == "dynamic"
+        self.conv1 = nn.Sequential(nn.Conv2d(3, channels // 2, 3, 2, 1, bias=False), nn.BatchNorm2d(channels // 2))
+        self.conv2 = SepConvNode(channels // 2, channels, stride=2)
+        stages, width = [], channels
+        for index, out_width in enumerate((channels, 2 * channels, 4 * channels)):
+            mask = random_dag(graph, nodes, seed=seed + index)
+            stages.append(DAGStage(SepConvNode(width, out_width, stride=2),
+                                   [SepConvNode(out_width, out_width) for _ in range(nodes)],
+                                   wiring=wiring, edge_mask=mask, use_threshold=use_threshold,
+                                   tau_init=tau_init, temperature=temperature, channels=out_width))
+            width = out_width
+        self.stages = nn.Sequential(*stages)
+        self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(width, 1280, 1, bias=False), nn.BatchNorm2d(1280),
+                                  nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1280, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stages(self.conv2(self.conv1(x))))
+
+
+# --- Detection backbone (Table 2) ----------------------------------------------------------------
+
+def detection_backbone(name: str = "resnet50", wiring: str | None = "dynamic", trainable_layers: int = 3,
+                       **stage_kwargs) -> nn.Module:
+    """A (DY-Graph) ResNet/ResNeXt body with FPN for torchvision's Faster R-CNN (Table 2).
+
+    Frozen BatchNorm and the first `5 - trainable_layers` layers frozen, as torchvision's
+    `resnet_fpn_backbone`; `wiring=None` gives the static baseline.
+    """
+    from torchvision import models
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN
+
+    if name not in ("resnet50", "resnet101", "resnext50_32x4d"):
+        raise ValueError(f"Unknown detection backbone {name!r}; valid: resnet50, resnet101, resnext50_32x4d.")
+    body = getattr(models, name)(norm_layer=FrozenBatchNorm2d)
+    if wiring is not None:
+        rewire(body, wiring, **stage_kwargs)
+    frozen = ["layer4", "layer3", "layer2", "layer1", "conv1"][trainable_layers:]
+    for layer_name, parameter in body.named_parameters():
+        if any(layer_name.startswith(f) for f in frozen):
+            parameter.requires_grad_(False)
+    return BackboneWithFPN(body, {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"},
+                           [256, 512, 1024, 2048], 256)
+
+
+def faster_rcnn(name: str = "resnet50", wiring: str | None = "dynamic", num_classes: int = 91,
+                **detector_kwargs) -> nn.Module:
+    """torchvision Faster R-CNN + FPN on a (DY-Graph) backbone."""
+    from torchvision.models.detection import FasterRCNN
+
+    return FasterRCNN(detection_backbone(name, wiring), num_classes=num_classes, **detector_kwargs)
+
+
+# --- Counting -----------------------------------------------------------------------------------
+
+def graph_overhead(model: nn.Module, input_size: tuple[int, int, int]) -> dict[str, int]:
+    """What the DAG stages add per image (batch 1, every edge open), by kind of operation.
+
+    `aggregation_macs`: one multiply-add per edge and element (what `FlopCounterMode` counts);
+    `router_macs`: the routers' FCs; `pool_adds`: the routers' global average pools (C·H·W adds
+    each, invisible to `FlopCounterMode`). The paper's FLOP increments fit best as
+    2·aggregation (multiply and add counted apart) + pooling + router FCs (`elementwise_flops`).
+    """
+    sizes: dict[int, int] = {}
+    stages = dag_stages(model)
+    hooks = [s.first.register_forward_hook(lambda m, a, out, i=i: sizes.__setitem__(i, out[0].numel()))
+             for i, s in enumerate(stages)]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_size, device=device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    aggregation = sum(int(s.edge_mask.sum()) * sizes[i] for i, s in enumerate(stages))
+    pools = sum((s.num_nodes - 1) * sizes[i] for i, s in enumerate(stages) if s.wiring == "dynamic")
+    routers = sum(r.fc.in_features * r.fc.out_features for s in stages if s.wiring == "dynamic" for r in s.routers)
+    return {"aggregation_macs": aggregation, "router_macs": routers, "pool_adds": pools,
+            "elementwise_flops": 2 * aggregation + pools + routers}
