@@ -51,7 +51,7 @@ _PROFILES: dict[tuple[str, tuple[int, int, int]], tuple[int, int, torch.Tensor]]
 
 
 def gate_profile(model: nn.Module, size: tuple[int, int, int]) -> tuple[int, int, torch.Tensor]:
-    """(always-executed MACs, gate MACs, [L] branch MACs) per image, counted in eval mode.
+    """(always-executed MACs, gate MACs, [L] branch MACs) per image (`common.dynamic.macs_profile`), cached.
 
     The counts depend on the architecture alone, so an `Adanet`'s are kept per configuration.
     """
@@ -61,12 +61,7 @@ def gate_profile(model: nn.Module, size: tuple[int, int, int]) -> tuple[int, int
         if key in _PROFILES:
             always, overhead, branch = _PROFILES[key]
             return always, overhead, branch.clone()
-    was_training = model.training
-    model.eval()  # the gates' BatchNorm cannot run on one image in training mode
-    try:
-        profile = macs_profile(model, size)
-    finally:
-        model.train(was_training)
+    profile = macs_profile(model, size)  # counts in eval mode
     if key is not None:
         _PROFILES[key] = profile
     return profile[0], profile[1], profile[2].clone()

@@ -108,11 +108,6 @@ class Adanet(nn.Module, HubModel, library_name="dynnets", tags=["dynnets", "adan
         self.net = create_backbone(backbone, num_classes)
         for stage in residual_stages(self.net):
             for position, block in enumerate(stage.blocks()):
-                if block_parts(block).shortcut_module is not None:
-                    # GatedBlock's skip path applies the block's ReLU to the projection shortcut;
-                    # torchvision's in-place ReLU would clip that tensor before the executed
-                    # images' branch is added to it (see README, "Notes for common").
-                    block.relu = nn.ReLU(inplace=False)
                 gate = Gate(block_in_channels(block), reduction, gate_batch_norm, init_rate, tau)
                 stage.replace(position, GatedBlock(block, gate))
 

@@ -7,7 +7,9 @@ prob [B] = P(execute)). Its output is
     x_out = post(shortcut(x) + z · residual(x))            (Adanet Eq. 3, RDI-Net Eq. 9)
 
 in one of three modes:
-- "masked": compute every residual, multiply by z (training; gradients reach the gate);
+- "masked": compute every residual, multiply by z (training; gradients reach the gate); with
+            `mix="output"` a soft z blends whole outputs instead, z·post(s + F) + (1 − z)·post(s)
+            (RDI-Net Eq. 9); both are the same for z ∈ {0, 1};
 - "skip":   compute the residual only on the images whose z = 1 and scatter them back; at batch
             size 1 a closed gate costs no residual MACs at all (inference);
 - "scaled": compute every residual, scale by the block's expected execution rate (Adanet "*").
@@ -27,15 +29,18 @@ from .backbones import block_parts
 from .metrics import ExpectedMacs, count_macs, expected_macs
 
 MODES = ("masked", "skip", "scaled")
+MIXES = ("residual", "output")
 
 
 class GatedBlock(nn.Module):
     """A residual block whose branch is executed or skipped per image by `gate`."""
 
-    def __init__(self, block: nn.Module, gate: nn.Module):
+    def __init__(self, block: nn.Module, gate: nn.Module, mix: str = "residual"):
         super().__init__()
         block_parts(block)  # fails early, naming the block type, if it cannot be gated
-        self.block, self.gate = block, gate
+        if mix not in MIXES:
+            raise ValueError(f"Unknown mix {mix!r}; valid: {', '.join(MIXES)}.")
+        self.block, self.gate, self.mix = block, gate, mix
         self.mode = "masked"
         self.register_buffer("rate", torch.ones(()))  # expected execution rate, for "scaled"
         self.override: Callable[[torch.Tensor], torch.Tensor] | None = None
@@ -52,7 +57,11 @@ class GatedBlock(nn.Module):
             decision = self.override(x).to(x.dtype)
         self.last_decision, self.last_prob = decision, prob
         if self.mode == "masked":
-            return parts.post(shortcut + decision.view(-1, 1, 1, 1).to(x.dtype) * parts.residual(x))
+            v = decision.view(-1, 1, 1, 1).to(x.dtype)
+            if self.mix == "output":  # RDI-Net Eq. (9): v·F(x) + (1 − v)·x, soft v in training
+                executed = parts.post(shortcut + parts.residual(x))
+                return v * executed + (1 - v) * parts.post(shortcut.clone())
+            return parts.post(shortcut + v * parts.residual(x))  # Adanet Eq. (3)
         if self.mode != "skip":
             raise ValueError(f"Unknown gating mode {self.mode!r}; valid: {', '.join(MODES)}.")
         executed = (decision > 0.5).nonzero().squeeze(1)

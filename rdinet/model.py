@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.backbones import block_parts, create_backbone, input_size, residual_stages
+from common.backbones import create_backbone, input_size, residual_stages
 from common.dynamic import GatedBlock
 from common.hub import HubModel
 
@@ -121,30 +121,6 @@ class RelationalRouter(nn.Module):
         return decision, prob
 
 
-class RelaxedGatedBlock(GatedBlock):
-    """`GatedBlock` whose masked mode mixes block outputs as Eq. (9): v·F(x) + (1 − v)·skip(x).
-
-    For hard v ∈ {0, 1} this is the parent's post(shortcut + v·residual) exactly, so the
-    parent's "skip" (real skipping) and "scaled" modes are used unchanged; only relaxed
-    (training) decisions take the Eq. (9) path. skip(x) = post(shortcut(x)) = x_n for an identity
-    shortcut (x_n ≥ 0 after the previous ReLU), the option-A shortcut of a downsampling block else.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mode != "masked":
-            return super().forward(x)
-        parts = block_parts(self.block)
-        decision, prob = self.gate(x)
-        if self.override is not None:
-            decision = self.override(x).to(x.dtype)
-        self.last_decision, self.last_prob = decision, prob
-        v = decision.view(-1, 1, 1, 1).to(x.dtype)
-        shortcut = parts.shortcut(x)
-        # post may be an in-place ReLU: give it a copy of an identity shortcut (x is still needed).
-        skipped = parts.post(shortcut.clone() if parts.shortcut_module is None else shortcut)
-        return v * parts.post(shortcut + parts.residual(x)) + (1 - v) * skipped
-
-
 BACKBONES = {"rdinet32": "resnet32_cifar", "rdinet110": "resnet110_cifar",
              "rdinet50": "resnet50", "rdinet101": "resnet101"}
 
@@ -166,7 +142,7 @@ class RDINet(nn.Module, HubModel, library_name="dynnets", tags=["dynnets", "rdin
         for stage in residual_stages(self.net):
             for position, block in enumerate(stage.blocks()):
                 router = RelationalRouter(block.conv1.in_channels, index, self.memory, d, r, gamma, relation, tau)
-                stage.replace(position, RelaxedGatedBlock(block, router))
+                stage.replace(position, GatedBlock(block, router, mix="output"))  # Eq. (9)
                 index += 1
         self.num_blocks = index
 

@@ -156,3 +156,21 @@ def test_macs_profile_counts_gates_in_eval_mode_and_restores_training():
     model.train()
     always, overhead, branch = macs_profile(model, (3, 32, 32))
     assert overhead > 0 and len(branch) == 9 and model.training
+
+
+def test_output_mix_blends_whole_outputs_without_clipping_a_projection_shortcut():
+    torch.manual_seed(0)
+    block = residual_stages(create_backbone("resnet50"))[1].blocks()[0].eval()
+
+    class Soft(nn.Module):
+        def forward(self, x):
+            v = torch.full((x.shape[0],), 0.25)
+            return v, v
+
+    x = torch.randn(2, block.conv1.in_channels, 8, 8)
+    with torch.no_grad():
+        shortcut = block.downsample(x)
+        expected = 0.25 * block(x) + 0.75 * torch.relu(shortcut)
+        torch.testing.assert_close(GatedBlock(block, Soft(), mix="output")(x), expected)
+    with pytest.raises(ValueError, match="residual, output"):
+        GatedBlock(block, Soft(), mix="input")

@@ -12,7 +12,7 @@ from common.metrics import count_macs, count_params, model_macs
 from rdinet import create_model, list_models
 from rdinet.losses import colour_histogram, cost_loss, rank_loss, sample_distances
 from rdinet.method import RDIMethod, set_uniform_sampling, uniform_path
-from rdinet.model import RDINet, RelationalRouter, RelaxedGatedBlock, RouterMemory, relation_matrix, router_param_formula
+from rdinet.model import RDINet, RelationalRouter, RouterMemory, relation_matrix, router_param_formula
 from rdinet.tables import FULL_RESNET110_GMACS, PAPER_FLOPS_PER_MAC, TABLE2, TABLE3
 
 README = Path(__file__).resolve().parent.parent / "rdinet" / "README.md"
@@ -147,10 +147,10 @@ def test_eq9_mixes_block_outputs_and_matches_the_hard_gated_block():
     x = torch.relu(torch.randn(2, 16, 8, 8))
     with torch.no_grad():
         full = block(x)
-        soft = RelaxedGatedBlock(block, Fixed(0.3))(x)
+        soft = GatedBlock(block, Fixed(0.3), mix="output")(x)
         torch.testing.assert_close(soft, 0.3 * full + 0.7 * x)  # Eq. (9)
         for v in (0.0, 1.0):
-            torch.testing.assert_close(RelaxedGatedBlock(block, Fixed(v))(x), GatedBlock(block, Fixed(v))(x))
+            torch.testing.assert_close(GatedBlock(block, Fixed(v), mix="output")(x), GatedBlock(block, Fixed(v))(x))
 
 
 def test_colour_histogram_counts_joint_colour_cells():
