@@ -73,16 +73,40 @@ class Gate(nn.Module):
             self.fc2.bias.copy_(torch.tensor([math.log(init_rate), math.log(1.0 - init_rate)]))
         self.tau = tau
         self.stochastic = False  # evaluation: sample like training (True) or argmax (False)
+        self._fused: tuple[torch.Tensor, torch.Tensor] | None = None  # eval-time W_1 with BN folded in
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """β [B, 2]: log-probabilities (up to a constant) of executing and skipping, Eq. (4)–(5)."""
         z = x.mean(dim=(2, 3))                                  # Eq. (4)
-        return self.fc2(F.relu(self.bn(self.fc1(z))))          # Eq. (5)
+        if self.training or not isinstance(self.bn, nn.BatchNorm1d):
+            return self.fc2(F.relu(self.bn(self.fc1(z))))      # Eq. (5)
+        weight, bias = self._fused_fc1()
+        return self.fc2(F.relu(F.linear(z, weight, bias)))      # Eq. (5), BatchNorm folded into W_1
+
+    def _fused_fc1(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """W_1 and its bias with the eval-mode BatchNorm folded in; dropped by train()/eval()/loading."""
+        if self._fused is None:
+            scale = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
+            self._fused = (self.fc1.weight * scale[:, None]).detach(), \
+                ((self.fc1.bias - self.bn.running_mean) * scale + self.bn.bias).detach()
+        return self._fused
+
+    def train(self, mode: bool = True) -> "Gate":
+        self._fused = None
+        return super().train(mode)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._fused = None
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def _apply(self, fn, recurse: bool = True):
+        self._fused = None  # .to(device) / .half(): fold again from the moved tensors
+        return super()._apply(fn, recurse)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(decision [B] in {0, 1}, P(execute) [B]); the decision carries the straight-through gradient."""
         beta = self.logits(x).float()
-        prob = beta.softmax(dim=1)[:, 0]
+        prob = torch.sigmoid(beta[:, 0] - beta[:, 1])           # softmax(β)[execute]
         if not (self.training or self.stochastic):
             return (beta[:, 0] > beta[:, 1]).to(beta.dtype), prob
         noisy = beta + gumbel_like(beta)                          # log α + G, Eq. (6)

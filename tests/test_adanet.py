@@ -192,3 +192,28 @@ def test_forced_pattern_executes_the_asked_share():
 
 def test_every_table_and_figure_has_a_target():
     assert {"table1", "table2", "fig3", "fig4", "fig6", "fig7", "fig8", "latency"} <= set(TARGETS)
+
+
+def test_eval_gate_folds_batch_norm_exactly_and_refreshes_after_updates():
+    from adanet.model import Gate
+
+    torch.manual_seed(0)
+    gate = Gate(16, 2)
+    gate.train()
+    for _ in range(3):
+        gate.logits(torch.randn(8, 16, 4, 4))  # move the running statistics
+    gate.eval()
+    x = torch.randn(5, 16, 4, 4)
+    z = x.mean(dim=(2, 3))
+    reference = gate.fc2(torch.relu(gate.bn(gate.fc1(z))))
+    torch.testing.assert_close(gate.logits(x), reference)
+    state = {k: v * 2 if k == "fc1.weight" else v for k, v in gate.state_dict().items()}
+    gate.load_state_dict(state)  # loading drops the folded weights
+    torch.testing.assert_close(gate.logits(x), gate.fc2(torch.relu(gate.bn(gate.fc1(z)))))
+    gate.double()  # moving the module drops the folded weights too
+    torch.testing.assert_close(gate.logits(x.double()), gate.fc2(torch.relu(gate.bn(gate.fc1(z.double())))))
+    gate.float()
+    gate.train()
+    gate.logits(torch.randn(8, 16, 4, 4))  # training moves the statistics; eval() folds anew
+    gate.eval()
+    torch.testing.assert_close(gate.logits(x), gate.fc2(torch.relu(gate.bn(gate.fc1(z)))))
