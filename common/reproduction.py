@@ -139,7 +139,8 @@ def provenance(ctx: Context) -> dict:
     versions = {"python": platform.python_version(), "torch": torch.__version__,
                 "torchvision": torchvision.__version__, "accelerate": accelerate.__version__}
     return {"command": ctx.command or " ".join(sys.argv), "commit": _git("rev-parse", "HEAD") or None,
-            "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+            # dirty: tracked code differs from the commit (result files written by runs do not count)
+            "dirty": bool(_git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results")),
             "device": device_description(), "versions": versions, "seed": ctx.seed,
             "data": ctx.data_sources, "wall_time_s": round(time.time() - ctx.started, 1),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
