@@ -41,13 +41,16 @@ TORCHVISION_WEIGHTS = {
 
 # The three recipes of `cifar10-resnet` (same for every row).
 CIFAR_RECIPES = {
-    "smoke": TrainConfig(epochs=1, batch_size=64, lr=0.05, milestones=(), weight_decay=1e-4),
+    "smoke": TrainConfig(epochs=1, batch_size=64, lr=0.05, milestones=(), weight_decay=1e-4, warmup_epochs=1),
     # Shortened schedule for one GPU: 40 epochs cosine with 1 warm-up epoch (≈ 6 min for ResNet-110
     # on an H100 by our estimate), nesterov, wd 5e-4 (stronger regularisation for a short run).
     "short": TrainConfig(epochs=40, batch_size=128, lr=0.1, schedule="cosine", warmup_epochs=1,
                          nesterov=True, weight_decay=5e-4),
-    # He et al. 2016: 164 epochs (64k iterations), batch 128, LR 0.1 ÷10 at 82 and 123, wd 1e-4.
-    "paper": TrainConfig(epochs=164, batch_size=128, lr=0.1, milestones=(82, 123), weight_decay=1e-4),
+    # He et al. 2016: 164 epochs (64k iterations), batch 128, LR 0.1 ÷10 at 82 and 123, wd 1e-4; for
+    # ResNet-110 they warm up at LR 0.01 for ~400 iterations: we warm every depth up linearly for one
+    # epoch (391 iterations).
+    "paper": TrainConfig(epochs=164, batch_size=128, lr=0.1, milestones=(82, 123), weight_decay=1e-4,
+                         warmup_epochs=1),
 }
 
 
