@@ -8,30 +8,13 @@ from torch import nn
 
 from common.dynamic import decisions as gate_decisions
 from common.dynamic import probabilities
+from common.dynamic import rate_loss as target_rate_loss  # L_target of Eq. (8), shared with RDI-Net
 from common.train import GroupSpec, Method, StepOutput
 
 
 def imagenet_targets(t: float = 0.6) -> list[float]:
     """Per-layer targets of the 16 blocks of Adanet 50 from the authors' README (1 = left out)."""
     return [1, 1, 0.8, 1, t, t, t, 1, t, t, t, t, t, 1, 0.7, 1]
-
-
-def target_rate_loss(decisions: torch.Tensor, target: float | Sequence[float] = 0.6,
-                     leave_out_full: bool = False) -> torch.Tensor:
-    """L_target = Σ_l (z̄_l − t_l)², z̄_l the fraction of the mini-batch executing layer l (Eq. 8).
-
-    `decisions` is [B, L]; `target` one rate for every layer or one per layer. With
-    `leave_out_full`, layers whose target is 1 are left out of the sum (the authors' ImageNet set-up).
-    """
-    rates = decisions.float().mean(dim=0)                                        # z̄_l
-    targets = torch.as_tensor(target, dtype=rates.dtype, device=rates.device)
-    if targets.numel() not in (1, rates.numel()):
-        raise ValueError(f"Got {targets.numel()} targets for {rates.numel()} gated layers.")
-    targets = targets.reshape(-1).expand_as(rates)
-    terms = (rates - targets) ** 2                                               # Eq. (8)
-    if leave_out_full:
-        terms = terms * (targets < 1).to(terms.dtype)
-    return terms.sum()
 
 
 class AdanetMethod(Method):

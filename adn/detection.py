@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+from common.metrics import counted
 
 from .model import ADNet
 
@@ -38,13 +39,6 @@ def adn_detector(kind: str = "faster", num_classes: int = 91, backbone: str = "r
     return DETECTORS[kind](adn_fpn_backbone(adn), num_classes=num_classes, **kwargs), adn
 
 
-def _counted(fn, *args):
-    counter = FlopCounterMode(display=False)
-    with counter:
-        out = fn(*args)
-    return out, counter.get_total_flops() // 2
-
-
 @torch.no_grad()
 def detector_macs(detector: nn.Module, size: tuple[int, int], seed: int = 0) -> dict[str, int]:
     """MACs of one H×W image as mmdetection's get_flops counts them (forward_dummy).
@@ -56,17 +50,17 @@ def detector_macs(detector: nn.Module, size: tuple[int, int], seed: int = 0) -> 
     detector.eval()
     height, width = size
     images = torch.zeros(1, 3, height, width)
-    features, backbone = _counted(detector.backbone, images)
+    features, backbone = counted(detector.backbone, images)
     levels = list(features.values())
-    _, rpn = _counted(detector.rpn.head, levels)
+    _, rpn = counted(detector.rpn.head, levels)
     generator = torch.Generator().manual_seed(seed)
     corners = torch.rand(NUM_ROIS, 2, 2, generator=generator) * torch.tensor([width, height])
     rois = torch.cat([corners.min(dim=1).values, corners.max(dim=1).values + 1], dim=1)
     heads = detector.roi_heads
     box_features = heads.box_roi_pool(features, [rois], [size])
-    _, box = _counted(lambda f: heads.box_predictor(heads.box_head(f)), box_features)
+    _, box = counted(lambda f: heads.box_predictor(heads.box_head(f)), box_features)
     out = {"backbone_fpn": backbone, "rpn_head": rpn, "box_head": box}
     if getattr(heads, "mask_head", None) is not None:
         mask_features = heads.mask_roi_pool(features, [rois[:NUM_MASK_ROIS]], [size])
-        _, out["mask_head"] = _counted(lambda f: heads.mask_predictor(heads.mask_head(f)), mask_features)
+        _, out["mask_head"] = counted(lambda f: heads.mask_predictor(heads.mask_head(f)), mask_features)
     return out

@@ -20,6 +20,7 @@ the gated papers see them.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Callable
 
 import torch
@@ -108,6 +109,23 @@ def set_rates(model: nn.Module, rates: torch.Tensor) -> None:
         raise ValueError(f"Got {len(rates)} rates for {len(blocks)} gated blocks.")
     for block, rate in zip(blocks, rates):
         block.rate.fill_(float(rate))
+
+
+def rate_loss(decisions: torch.Tensor, target: float | Sequence[float] = 0.6,
+              leave_out_full: bool = False) -> torch.Tensor:
+    """Σ_l (z̄_l − t_l)², z̄_l the batch mean of layer l's decision: Adanet Eq. (8), RDI-Net Eq. (15).
+
+    `decisions` is [B, L]; `target` one rate for every layer or one per layer. With
+    `leave_out_full`, layers whose target is 1 are left out (the Adanet authors' ImageNet set-up).
+    """
+    rates = decisions.float().mean(dim=0)
+    targets = torch.as_tensor(target, dtype=rates.dtype, device=rates.device)
+    if targets.numel() not in (1, rates.numel()):
+        raise ValueError(f"Got {targets.numel()} targets for {rates.numel()} gated layers.")
+    terms = (rates - targets.reshape(-1).expand_as(rates)) ** 2
+    if leave_out_full:
+        terms = terms * (targets.reshape(-1).expand_as(rates) < 1).to(terms.dtype)
+    return terms.sum()
 
 
 @torch.no_grad()

@@ -46,12 +46,17 @@ def counting_attention():
         torch.backends.mha.set_fastpath_enabled(previous)
 
 
-def count_macs(fn, *inputs) -> int:
-    """MACs of one call `fn(*inputs)` (a module or any callable): FLOPs / 2, attention counted."""
+def counted(fn, *inputs):
+    """(output, MACs) of one call `fn(*inputs)` (a module or any callable): FLOPs / 2, attention counted."""
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counting_attention(), counter:
-        fn(*inputs)
-    return counter.get_total_flops() // 2
+        output = fn(*inputs)
+    return output, counter.get_total_flops() // 2
+
+
+def count_macs(fn, *inputs) -> int:
+    """MACs of one call `fn(*inputs)` (a module or any callable): FLOPs / 2, attention counted."""
+    return counted(fn, *inputs)[1]
 
 
 def model_macs(model: nn.Module, input_size: tuple[int, int, int], batch_size: int = 1) -> int:

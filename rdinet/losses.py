@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from common.dynamic import rate_loss as cost_loss  # L_cost of Eq. (15): Σ_n (v̄_n − t)², = Adanet's Eq. (8)
+
 
 def colour_histogram(images: torch.Tensor, bins: int = 4) -> torch.Tensor:
     """H(X) of Eq. (10): the joint colour histogram of each image, normalised to sum 1.
@@ -69,8 +71,3 @@ def _pairwise_l2(x: torch.Tensor) -> torch.Tensor:
     squared = (x[:, None, :] - x[None, :, :]).pow(2).sum(-1)
     positive = squared > 0
     return torch.where(positive, squared.clamp(min=1e-12).sqrt(), torch.zeros_like(squared))
-
-
-def cost_loss(decisions: torch.Tensor, target: float) -> torch.Tensor:
-    """L_cost of Eq. (15): Σ_n (v̄_n − t)², v̄_n the batch mean of block n's relaxed decision [B, N]."""
-    return (decisions.float().mean(dim=0) - target).pow(2).sum()
