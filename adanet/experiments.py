@@ -4,7 +4,7 @@ FGSM with JPEG, the real-skipping benchmark and the plots. `tables.py` holds the
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -15,36 +15,12 @@ from common.data import DataBundle, normalize
 from common.dynamic import decisions as gate_decisions
 from common.dynamic import gated_blocks, macs_profile, probabilities, set_mode
 from common.metrics import ExpectedMacs, count_macs, expected_macs, measure_latency, model_macs
-from common.reproduction import Context, slug
-from common.train import FitResult, Method, TrainConfig, evaluate, fit
+from common.train import Method, evaluate
 
 from .model import Adanet
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 ANIMALS = (2, 3, 4, 5, 6, 7)   # CIFAR-10 animal classes; the rest are vehicles
-
-
-def shared_run_dir(ctx: Context, row: str) -> Path:
-    """Run folder of a CIFAR row, shared by table1 and the figures of the same preset."""
-    return ctx.out_dir / "runs" / f"adanet-cifar-{ctx.preset}" / slug(row)
-
-
-def _finished(run_dir: Path, config: TrainConfig) -> bool:
-    path = run_dir / "checkpoint.pt"
-    if not path.exists():
-        return False
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    return state["epoch"] + 1 >= config.epochs and state["config"] == asdict(config)
-
-
-def trained(ctx: Context, row: str, model: nn.Module, data: DataBundle, config: TrainConfig,
-            method: Method) -> FitResult:
-    """Train a CIFAR row, or load it when a finished run of the same recipe exists (then only evaluate)."""
-    run_dir = shared_run_dir(ctx, row)
-    reuse = _finished(run_dir, config)
-    if reuse:
-        ctx.extra.setdefault("reused_runs", []).append(str(run_dir))
-    return fit(model, data, config, run_dir, method=method, resume=reuse or ctx.resume, desc=row)
 
 
 _PROFILES: dict[tuple[str, tuple[int, int, int]], tuple[int, int, torch.Tensor]] = {}

@@ -9,14 +9,15 @@ import torch
 
 from common.backbones import create_backbone, residual_stages
 from common.metrics import count_params, model_macs
-from common.reproduction import Cell, Context, Target, train_row
+from common.reproduction import Cell, Context, Target
+from common.runs import ModelSpec
 from common.train import Method, TrainConfig
 
 from .experiments import (ANIMALS, CIFAR10_CLASSES, Panel, attack_direction, error, evaluate_mode,
                           execution_probabilities, expected_macs_over, fgsm, forced_macs, jpeg,
                           latency_benchmark, macs_at_rates, plot_attack, plot_heatmaps, plot_histograms,
                           plot_rates_before_after, plot_trajectories, predict, rates_by_class, scaled_macs,
-                          test_pixels, trained)
+                          test_pixels)
 from .losses import AdanetMethod, imagenet_targets
 from .model import Adanet, create_model
 
@@ -91,11 +92,11 @@ def _cifar(ctx: Context):
 
 
 def _train_cifar(ctx: Context, row: str, data, config):
-    """A trained CIFAR row of Table 1 (trained once per preset, shared by the figures)."""
+    """A trained CIFAR row of Table 1: one run per key, shared by the figures (the run layer reuses it)."""
     if row == "ResNet 110":
-        return trained(ctx, row, create_model("resnet110"), data, config, Method())
+        return ctx.train(row, ModelSpec(create_model, "resnet110"), data, config, Method())
     name = {"Adanet 110": "adanet110", "Wide Adanet 89": "wide_adanet89"}[row]
-    return trained(ctx, row, create_model(name), data, config, AdanetMethod(**CIFAR_METHOD))
+    return ctx.train(row, ModelSpec(create_model, name), data, config, AdanetMethod(**CIFAR_METHOD))
 
 
 def _accuracy_note(ctx: Context) -> str:
@@ -188,16 +189,18 @@ def run_table1(ctx: Context) -> list[Cell]:
 
 def run_table2(ctx: Context) -> list[Cell]:
     """Table 2: ImageNet ResNet 18/34/50 and Adanet 50 — params and GFLOPs exact; accuracy with ImageNet."""
-    models = {"ResNet 18": create_model("resnet18"), "ResNet 34": create_model("resnet34"),
-              "ResNet 50": create_model("resnet50"), "Adanet 50": create_model("adanet50")}
-    evaluations: dict[str, dict] = {}
+    names = {"ResNet 18": "resnet18", "ResNet 34": "resnet34", "ResNet 50": "resnet50", "Adanet 50": "adanet50"}
+    models, evaluations = {}, {}
     if ctx.preset != "smoke":  # the full recipe; needs ImageNet (--data-dir or the Hub)
         config = IMAGENET_RECIPES[ctx.preset]
         data = ctx.data("imagenet", batch_size=config.batch_size)
-        for row, model in models.items():
+        for row, name in names.items():
             method = AdanetMethod(**IMAGENET_METHOD) if row == "Adanet 50" else Method()
-            result = train_row(ctx, row, model, data, config, method)
+            result = ctx.train(row, ModelSpec(create_model, name), data, config, method)
             models[row], evaluations[row] = result.model, result.evaluation
+    else:
+        torch.manual_seed(ctx.seed)
+        models = {row: create_model(name) for row, name in names.items()}
     cells: list[Cell] = []
     size = (3, 224, 224)
     for row, model in models.items():
@@ -386,18 +389,19 @@ def run_latency(ctx: Context) -> list[Cell]:
         threads = f", torch threads: {torch.get_num_threads()}" if device.type == "cpu" else ""
         for batch in (1, 64):
             base = timing["baseline"][batch]
-            cells.append(Cell("ResNet 110", f"{device.type} batch {batch}", None, base["median_ms"], "ms"))
+            cells.append(Cell("ResNet 110", f"{device.type} batch {batch}", None, base["median_ms"], "ms", timing=True))
             for mode in ("skip", "masked"):
                 ours = timing[mode][batch]
                 row = f"Adanet 110 ({mode}, forced)"
-                cells += [Cell(row, f"{device.type} batch {batch}", None, ours["median_ms"], "ms"),
+                cells += [Cell(row, f"{device.type} batch {batch}", None, ours["median_ms"], "ms", timing=True),
                           Cell(row, f"{device.type} batch {batch} ratio", None, ours["median_ms"] / base["median_ms"],
                                "× ResNet 110", note=f"median of {rounds} alternating rounds of {repeats} forwards"
                                f"{threads}; {round(LATENCY_RATE * 54)} of 54 layers executed per image, "
-                               "gates computed"),
+                               "gates computed", timing=True),
                           Cell(row, f"{device.type} batch {batch} ratio of fastest", None,
                                ours["min_ms"] / base["min_ms"], "× ResNet 110",
-                               note="fastest forward of each: the least disturbed by other load on the machine")]
+                               note="fastest forward of each: the least disturbed by other load on the machine",
+                               timing=True)]
     return cells
 
 

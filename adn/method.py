@@ -27,6 +27,10 @@ class ADNMethod(Method):
         self.alpha, self.temperature, self.specialize = alpha, temperature, specialize
         self.eval_configs = tuple(eval_configs)
 
+    def hparams(self) -> dict:
+        """What determines the weights: `eval_configs` only chooses what evaluation reports."""
+        return {k: v for k, v in super().hparams().items() if k != "eval_configs"}
+
     def training_step(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                       criterion: nn.Module) -> StepOutput:
         super_logits, super_features = model(images, skip="super", return_features=True)  # Alg. 1, line 5

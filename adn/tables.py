@@ -7,14 +7,13 @@ sets' running means), `table4` (the detection backbone in Faster / Mask R-CNN + 
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 
 from common.hub import HubBackbone
 from common.metrics import accuracy, count_params, measure_latency, model_macs
-from common.reproduction import Cell, Context, Target, train_row
-from common.train import FitResult, Method, TrainConfig, evaluate
+from common.reproduction import Cell, Context, Target
+from common.runs import ModelSpec, Run
+from common.train import Method, TrainConfig, evaluate
 
 from .counting import attention_macs, elementwise_ops
 from .method import ADNMethod
@@ -135,7 +134,7 @@ def _latency(ctx: Context, model: ADNet, skip: str) -> dict:
 
 def _cifar(ctx: Context) -> tuple[int, TrainConfig, dict]:
     limits = SMOKE_LIMITS if ctx.preset == "smoke" else {}
-    return CIFAR_DEPTH[ctx.preset], replace(CIFAR_RECIPES[ctx.preset], seed=ctx.seed), limits
+    return CIFAR_DEPTH[ctx.preset], CIFAR_RECIPES[ctx.preset], limits
 
 
 def _top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -143,20 +142,22 @@ def _top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def train_adn(ctx: Context, row: str, depth: int, config: TrainConfig, limits: dict, specialize: bool = True,
-              skip_aware_norm: bool = True, eval_configs: tuple[str, ...] = ("base",)) -> tuple[ADNet, FitResult]:
-    """Train a CIFAR ResNet-`depth` ADN with Algorithm 1 (or an ablation) in the row's run folder."""
+              skip_aware_norm: bool = True) -> tuple[ADNet, Run]:
+    """Train a CIFAR ResNet-`depth` ADN with Algorithm 1 (or an ablation); one run shared by every target."""
     data = ctx.data("cifar10", batch_size=config.batch_size, **limits)
-    torch.manual_seed(config.seed)
-    model = ADNet(f"resnet{depth}_cifar", data.num_classes, skip_aware_norm=skip_aware_norm)
-    method = ADNMethod(specialize=specialize, eval_configs=eval_configs)
-    return model, train_row(ctx, row, model, data, config, method)
+    spec = ModelSpec(ADNet, f"resnet{depth}_cifar", data.num_classes, skip_aware_norm=skip_aware_norm)
+    run = ctx.train(row, spec, data, config, ADNMethod(specialize=specialize))
+    return run.model, run
 
 
-def train_individual(ctx: Context, row: str, model: torch.nn.Module, config: TrainConfig, limits: dict) -> float:
-    """Train a static network alone (CE only) and return its test Acc@1."""
+def train_individual(ctx: Context, row: str, spec: ModelSpec, config: TrainConfig, limits: dict) -> Run:
+    """Train a static network alone (CE only)."""
     data = ctx.data("cifar10", batch_size=config.batch_size, **limits)
-    result = train_row(ctx, row, model, data, config, Method())
-    return _top1(result.evaluation["logits"], result.evaluation["labels"])
+    return ctx.train(row, spec, data, config, Method())
+
+
+def _run_top1(run: Run) -> float:
+    return _top1(run.evaluation["logits"], run.evaluation["labels"])
 
 
 def run_table1(ctx: Context) -> list[Cell]:
@@ -165,6 +166,7 @@ def run_table1(ctx: Context) -> list[Cell]:
     latency_note = (f"ours: {LATENCY_BATCH} images on {_device().type}"
                     f"{' (one timed forward, smoke)' if ctx.preset == 'smoke' else ''}; paper: RTX 3090")
     for name in ("resnet50", "mobilenetv2", "vit_b32"):
+        torch.manual_seed(ctx.seed)
         adn, individual, base = create_model(f"{name}_adn"), create_model(name), create_model(f"{name}_base")
         ours = {
             "super": (count_params(adn) / 1e6, _gmacs(adn, IMAGENET_SIZE, "super")),
@@ -178,7 +180,7 @@ def run_table1(ctx: Context) -> list[Cell]:
         ctx.extra.setdefault("skip_aware_norm_params", {})[name] = {
             "params": overhead, "percent": 100 * overhead / count_params(individual)}
         ctx.extra.setdefault("paper_convention", {})[name] = _paper_convention(adn)
-        trained = _imagenet_accuracy(ctx, name, adn, individual, base)
+        trained = _imagenet_accuracy(ctx, name)
         for variant, (params, gmacs) in ours.items():
             row, p_params, p_gmacs, p_top1, p_top5, p_latency = TABLE1[(name, variant)]
             top1, top5 = trained.get(variant, (None, None))
@@ -192,7 +194,7 @@ def run_table1(ctx: Context) -> list[Cell]:
                            latency[variant]["median_ms"] if variant in latency else None, "ms",
                            comparable=False, note=latency_note if first else
                            "" if variant in latency else "individual networks: same architecture as the ADN "
-                           "sub-network of their depth, not timed again")]
+                           "sub-network of their depth, not timed again", timing=variant in latency)]
         if name in SKIP_AWARE_OVERHEAD_PCT:
             cells.append(Cell(TABLE1[(name, "super")][0], "Skip-aware norm params", SKIP_AWARE_OVERHEAD_PCT[name],
                               ctx.extra["skip_aware_norm_params"][name]["percent"], "%"))
@@ -203,18 +205,18 @@ def run_table1(ctx: Context) -> list[Cell]:
     return cells
 
 
-def _imagenet_accuracy(ctx: Context, name: str, adn: ADNet, individual: torch.nn.Module,
-                       base: torch.nn.Module) -> dict[str, tuple[float, float]]:
+def _imagenet_accuracy(ctx: Context, name: str) -> dict[str, tuple[float, float]]:
     """`paper` preset only: train the ImageNet rows with the paper's recipe; (Acc@1, Acc@5) per variant."""
     if ctx.preset != "paper" or name not in IMAGENET_RECIPES:
         return {}
-    config = replace(IMAGENET_RECIPES[name], seed=ctx.seed)
+    config = IMAGENET_RECIPES[name]
     data = ctx.data("imagenet", batch_size=config.batch_size)
-    result = train_row(ctx, f"{name}-adn-imagenet", adn, data, config, ADNMethod())
+    result = ctx.train(f"{name}-adn-imagenet", ModelSpec(create_model, f"{name}_adn"), data, config, ADNMethod())
     labels = result.evaluation["labels"]
     out = {"super": accuracy(result.evaluation["logits"], labels), "base": accuracy(result.evaluation["logits_base"], labels)}
-    for variant, model in (("individual", individual), ("individual-base", base)):
-        evaluation = train_row(ctx, f"{name}-{variant}-imagenet", model, data, config, Method()).evaluation
+    for variant, model_name in (("individual", name), ("individual-base", f"{name}_base")):
+        evaluation = ctx.train(f"{name}-{variant}-imagenet", ModelSpec(create_model, model_name), data, config,
+                               Method()).evaluation
         out[variant] = accuracy(evaluation["logits"], evaluation["labels"])
     return {variant: (acc[1], acc[5]) for variant, acc in out.items()}
 
@@ -248,18 +250,17 @@ def _table1_cifar(ctx: Context) -> list[Cell]:
     comparable = ctx.preset != "smoke"
     adn, result = train_adn(ctx, f"ResNet-{depth}-ADN", depth, config, limits)
     labels = result.evaluation["labels"]
-    individual, base = HubBackbone(f"resnet{depth}_cifar", 10), BaseNet(f"resnet{depth}_cifar", 10)
+    individual_run, base_run = _individual_runs(ctx, depth, config, limits)
+    individual, base = individual_run.model, base_run.model
     rows = {
         f"ResNet-{depth}-ADN (super-net), CIFAR-10": (count_params(adn), _gmacs(adn, (3, 32, 32), "super"),
                                                        _top1(result.evaluation["logits"], labels)),
         f"ResNet-{depth}-ADN (base-net), CIFAR-10": (None, _gmacs(adn, (3, 32, 32), "base"),
                                                       _top1(result.evaluation["logits_base"], labels)),
         f"ResNet-{depth} (individual network), CIFAR-10": (
-            count_params(individual), _gmacs(individual, (3, 32, 32)),
-            train_individual(ctx, f"ResNet-{depth}", individual, config, limits)),
+            count_params(individual), _gmacs(individual, (3, 32, 32)), _run_top1(individual_run)),
         f"ResNet-{depth}-Base (individual network), CIFAR-10": (
-            count_params(base), _gmacs(base, (3, 32, 32)),
-            train_individual(ctx, f"ResNet-{depth}-Base", base, config, limits)),
+            count_params(base), _gmacs(base, (3, 32, 32)), _run_top1(base_run)),
     }
     ctx.extra["cifar_history"] = {"ADN": result.history}
     cells = []
@@ -270,8 +271,15 @@ def _table1_cifar(ctx: Context) -> list[Cell]:
     return cells
 
 
+def _individual_runs(ctx: Context, depth: int, config: TrainConfig, limits: dict) -> tuple[Run, Run]:
+    """The individual CIFAR ResNet-`depth` and its -Base network (what an ADN's super/base-net compare to)."""
+    return (train_individual(ctx, f"ResNet-{depth}", ModelSpec(HubBackbone, f"resnet{depth}_cifar", 10), config, limits),
+            train_individual(ctx, f"ResNet-{depth}-Base", ModelSpec(BaseNet, f"resnet{depth}_cifar", 10), config, limits))
+
+
 def run_table2(ctx: Context) -> list[Cell]:
     """Table 2: params, GMACs and FLOPs reduction of ResNet50-ADN's TTFF and base-net (TTTT)."""
+    torch.manual_seed(ctx.seed)
     adn, individual = create_model("resnet50_adn"), create_model("resnet50")
     full = _gmacs(individual, IMAGENET_SIZE)
     cells = []
@@ -290,10 +298,8 @@ def run_table3(ctx: Context) -> list[Cell]:
     """Table 3: sub-path specialisation × skip-aware BN on a CIFAR-10 ResNet, Δ against individual networks."""
     depth, config, limits = _cifar(ctx)
     comparable = ctx.preset != "smoke"
-    reference = {"super": train_individual(ctx, f"ResNet-{depth}", HubBackbone(f"resnet{depth}_cifar", 10),
-                                           config, limits),
-                 "base": train_individual(ctx, f"ResNet-{depth}-Base", BaseNet(f"resnet{depth}_cifar", 10),
-                                          config, limits)}
+    individual_run, base_run = _individual_runs(ctx, depth, config, limits)
+    reference = {"super": _run_top1(individual_run), "base": _run_top1(base_run)}
     note = f"paper: ImageNet ResNet50-ADN; ours: CIFAR-10 ResNet-{depth}-ADN"
     cells = []
     for (specialize, skip_aware), (p_super, p_dsuper, p_base, p_dbase) in TABLE3.items():
@@ -316,6 +322,7 @@ def run_fig3a(ctx: Context) -> list[Cell]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    torch.manual_seed(ctx.seed)
     adn = create_model("resnet50_adn")
     imagenet = {c: _gmacs(adn, IMAGENET_SIZE, c) for c in all_configs(adn.num_stages)}
     depth, config, limits = _cifar(ctx)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -265,6 +265,7 @@ class DataBundle:
     source: str
     fingerprint: str
     on_device_augment: bool  # uint8 batches: augment + normalize on the training device
+    limits: dict = field(default_factory=dict)  # train_limit / test_limit when the split was cut
 
     def preprocess(self, images: torch.Tensor, train: bool) -> torch.Tensor:
         """Turn a loaded batch into normalised float input (augmented when `train`)."""
@@ -285,6 +286,7 @@ def build_data(name: str, data_dir: str | os.PathLike | None = None, batch_size:
     from torch.utils.data import DataLoader, Subset
 
     info = dataset_info(name)
+    limits = {k: v for k, v in (("train_limit", train_limit), ("test_limit", test_limit)) if v}
     if name == "imagenet":
         train, test = imagenet_dataset("train", data_dir), imagenet_dataset("val", data_dir)
         if train_limit:
@@ -294,7 +296,7 @@ def build_data(name: str, data_dir: str | os.PathLike | None = None, batch_size:
         local = _local_dir(name, data_dir)
         return DataBundle(name, DataLoader(train, batch_size, shuffle=True, num_workers=num_workers, drop_last=True),
                           DataLoader(test, eval_batch_size, num_workers=num_workers), info.num_classes,
-                          (3, info.image_size, info.image_size), str(local or info.hub_id), "", False)
+                          (3, info.image_size, info.image_size), str(local or info.hub_id), "", False, limits)
     train_split, test_split = load_tensors(name, "train", data_dir), load_tensors(name, "test", data_dir)
     train = BatchTensorDataset(train_split.images[:train_limit], train_split.labels[:train_limit])
     test = BatchTensorDataset(test_split.images[:test_limit], test_split.labels[:test_limit])
@@ -304,4 +306,4 @@ def build_data(name: str, data_dir: str | os.PathLike | None = None, batch_size:
         DataLoader(train, batch_size, shuffle=True, drop_last=True, collate_fn=identity_collate),
         DataLoader(test, eval_batch_size, shuffle=False, collate_fn=identity_collate),
         info.num_classes, (channels, info.image_size, info.image_size),
-        train_split.source, f"{train_split.fingerprint}/{test_split.fingerprint}", True)
+        train_split.source, f"{train_split.fingerprint}/{test_split.fingerprint}", True, limits)

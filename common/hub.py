@@ -91,17 +91,23 @@ def model_card(results: dict, repo_id: str, bibtex: str = "", license_name: str 
     return "\n".join(lines)
 
 
-def save_with_card(model: HubModel, directory: str | Path, results: dict, repo_id: str,
-                   bibtex: str = "", push: bool = False) -> Path:
-    """save_pretrained + a generated model card; with `push`, upload the folder to `repo_id`."""
-    directory = Path(directory)
-    model.save_pretrained(directory)
-    load = f"from {type(model).__module__} import {type(model).__name__} as Model"
-    (directory / "README.md").write_text(model_card(results, repo_id, bibtex, load=load))
+def upload_run(run_dir: str | Path, staging: str | Path, results: dict, repo_id: str, bibtex: str = "",
+               push: bool = True) -> str:
+    """Stage a finished run's weights (config.json, model.safetensors) with a model card; upload to `repo_id`."""
+    import shutil
+
+    run_dir, staging = Path(run_dir), Path(staging)
+    record = json.loads((run_dir / "run.json").read_text())
+    staging.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copyfile(run_dir / name, staging / name)
+    module, _, name = record["class"].rpartition(".")
+    card = model_card(results, repo_id, bibtex, load=f"from {module} import {name} as Model")
+    (staging / "README.md").write_text(card + f"\nRun key `{record['key']}`.\n")
     if push:
         from huggingface_hub import HfApi
 
         api = HfApi()
         api.create_repo(repo_id, exist_ok=True)
-        api.upload_folder(folder_path=str(directory), repo_id=repo_id)
-    return directory
+        api.upload_folder(folder_path=str(staging), repo_id=repo_id)
+    return repo_id

@@ -21,7 +21,9 @@ from typing import Callable
 import torch
 
 from .data import DataBundle, build_data
-from .train import FitResult, Method, TrainConfig, atomic_write_text, fit
+from .runs import ModelSpec, Run
+from .runs import train as train_run
+from .train import Method, TrainConfig, atomic_write_text
 
 PRESETS = ("smoke", "short", "paper")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +39,7 @@ class Cell:
     unit: str
     comparable: bool = True   # False: e.g. accuracy from the smoke preset's tiny sample
     note: str = ""
+    timing: bool = False      # a wall-clock measurement: the one kind of cell a rerun does not repeat exactly
 
 
 @dataclass
@@ -50,20 +53,30 @@ class Context:
     resume: bool = False
     seed: int = 0
     push_to_hub: str | None = None
+    restart: bool = False
     command: str = ""
     data_sources: dict[str, str] = field(default_factory=dict)
     figures: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
-    trained: dict = field(default_factory=dict)  # row → trained model, pushed with --push-to-hub
+    runs: dict[str, Run] = field(default_factory=dict)  # row → its run; pushed with --push-to-hub
     started: float = field(default_factory=time.time)
 
     @property
     def stem(self) -> str:
         return f"{self.paper}-{self.target}-{self.preset}"
 
-    def run_dir(self, row: str) -> Path:
-        """Where a row's checkpoint and metrics log live (stable across --resume)."""
-        return self.out_dir / "runs" / self.stem / slug(row)
+    @property
+    def runs_root(self) -> Path:
+        """Where run folders live, shared by every target writing to the same --out."""
+        return self.out_dir / "runs"
+
+    def train(self, row: str, spec: ModelSpec, data: DataBundle, config: TrainConfig,
+              method: Method | None = None) -> Run:
+        """The row's run through `common.runs.train` (reused when finished), recorded for results and the Hub."""
+        run = train_run(row, spec, data, config, method or Method(), self.runs_root, seed=self.seed,
+                        resume=self.resume, restart=self.restart, requested_by={"target": self.stem})
+        self.runs[row] = run
+        return run
 
     def figure_path(self, name: str) -> Path:
         """Path of a PNG written next to the JSON; recorded in the results."""
@@ -93,27 +106,13 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-").lower() or "row"
 
 
-def train_row(ctx: Context, row: str, model: torch.nn.Module, data: DataBundle, config: TrainConfig,
-              method: Method | None = None) -> FitResult:
-    """Train one row's model in its own run folder, resuming there if asked."""
-    result = fit(model, data, config, ctx.run_dir(row), method=method, resume=ctx.resume, desc=row)
-    ctx.trained[row] = result.model
-    return result
-
-
 def push_trained(ctx: Context, json_path: Path, bibtex: str = "") -> list[str]:
-    """--push-to-hub REPO: save each trained row with a model card from the results, upload as REPO-<row>."""
-    from .hub import HubModel, save_with_card
+    """--push-to-hub REPO: upload each trained row's weights (Hub layout) with a model card, as REPO-<row>."""
+    from .hub import upload_run
 
     results = json.loads(Path(json_path).read_text())
-    pushed = []
-    for row, model in ctx.trained.items():
-        if not isinstance(model, HubModel):
-            raise TypeError(f"{type(model).__name__} (row {row!r}) does not mix in common.hub.HubModel; cannot push it.")
-        repo_id = f"{ctx.push_to_hub}-{slug(row)}"
-        save_with_card(model, ctx.out_dir / "hub" / slug(row), results, repo_id, bibtex=bibtex, push=True)
-        pushed.append(repo_id)
-    return pushed
+    return [upload_run(run.directory, ctx.out_dir / "hub" / slug(row), results, f"{ctx.push_to_hub}-{slug(row)}",
+                       bibtex) for row, run in ctx.runs.items()]
 
 
 def _git(*args: str) -> str:
@@ -184,6 +183,8 @@ def write_results(ctx: Context, target: Target, cells: list[Cell]) -> tuple[Path
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     record = {"paper": ctx.paper, "target": ctx.target, "title": target.title, "preset": ctx.preset,
               "cells": [asdict(c) for c in cells], "figures": ctx.figures, "extra": ctx.extra,
+              "runs": {row: {"key": run.key, "folder": run.directory.name, "reused": run.reused}
+                       for row, run in ctx.runs.items()},
               "provenance": provenance(ctx)}
     json_path, md_path = ctx.out_dir / f"{ctx.stem}.json", ctx.out_dir / f"{ctx.stem}.md"
     atomic_write_text(json.dumps(record, indent=2, default=str) + "\n", json_path)

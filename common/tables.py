@@ -7,12 +7,11 @@ to `BACKBONE_QUOTES`.
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 from .backbones import input_size
 from .hub import HubBackbone
 from .metrics import count_params, model_macs
-from .reproduction import Cell, Context, Target, train_row
+from .reproduction import Cell, Context, Target
+from .runs import ModelSpec
 from .train import TrainConfig
 
 # He et al. 2016, Table 6 (CIFAR-10): depth → (params in M, test error in %).
@@ -56,16 +55,17 @@ CIFAR_RECIPES = {
 
 def run_cifar10_resnet(ctx: Context) -> list[Cell]:
     """ResNet-20/32/56/110 on CIFAR-10: params, GMACs, test error beside He et al. 2016."""
-    config = replace(CIFAR_RECIPES[ctx.preset], seed=ctx.seed)
+    config = CIFAR_RECIPES[ctx.preset]
     data = ctx.data("cifar10", batch_size=config.batch_size)
     comparable = ctx.preset != "smoke"
     cells = []
     for depth, (paper_params, paper_error) in HE2016_CIFAR10.items():
         row = f"ResNet-{depth}"
-        model = HubBackbone(f"resnet{depth}_cifar", num_classes=data.num_classes)
+        result = ctx.train(row, ModelSpec(HubBackbone, f"resnet{depth}_cifar", num_classes=data.num_classes),
+                           data, config)
+        model = result.model
         cells.append(Cell(row, "Params", paper_params, count_params(model) / 1e6, "M"))
         cells.append(Cell(row, "MACs", None, model_macs(model, data.input_size) / 1e9, "G"))
-        result = train_row(ctx, row, model, data, config)
         error = 100 - result.history[-1]["test_top1"]
         cells.append(Cell(row, "Error", paper_error, error, "%", comparable))
         ctx.extra.setdefault("epoch_seconds", {})[row] = [r["epoch_seconds"] for r in result.history]

@@ -75,8 +75,24 @@ class StepOutput:
     logs: dict[str, float] = field(default_factory=dict)
 
 
+class TrainingError(RuntimeError):
+    """Training that cannot go on (no optimiser step possible, a non-finite loss); the message says why."""
+
+
 class Method:
-    """Plain supervised training with cross-entropy; papers subclass what they change."""
+    """Plain supervised training with cross-entropy; papers subclass what they change.
+
+    Its public attributes are its hyperparameters (`hparams`, recorded in the run key): keep state that
+    changes during training in attributes whose names start with an underscore.
+    """
+
+    # True where some parameters get no gradient in some steps (RDI-Net's warm-up leaves the routers
+    # out): DDP then has to look for unused parameters.
+    unused_parameters: bool = False
+
+    def hparams(self) -> dict:
+        """The method's hyperparameters: its public attributes."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
     def param_groups(self, model: nn.Module) -> list[GroupSpec]:
         """Extra parameter groups; every parameter not selected goes to the default group."""
@@ -188,13 +204,18 @@ def evaluate(model: nn.Module, data: DataBundle, method: Method | None = None, a
     loader = data.test_loader
     model.eval()
     outputs: dict[str, list[torch.Tensor]] = {}
-    with torch.no_grad():
+    # Iterating a DataLoader draws a seed from torch's global RNG: fork it, so that evaluating never
+    # moves the training stream (a resumed or reused run then continues exactly).
+    forked = [device.index or 0] if device.type == "cuda" else []
+    with torch.no_grad(), torch.random.fork_rng(devices=forked):
         for images, labels in tqdm(loader, desc="eval", leave=False, disable=not progress):
             images, labels = images.to(device), labels.to(device)
             inputs = data.preprocess(images, train=False)
             if device.type == "cuda":
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
-            with (accelerator.autocast() if accelerator else torch.autocast(device.type, enabled=False)):
+            # the same precision as `fit` (bf16 autocast on CUDA), with or without an accelerator
+            with (accelerator.autocast() if accelerator else
+                  torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")):
                 logits, extras = method.evaluation_step(model, inputs)
             batch = {"logits": logits.float(), "labels": labels, **extras}
             if accelerator is not None:
@@ -204,25 +225,64 @@ def evaluate(model: nn.Module, data: DataBundle, method: Method | None = None, a
     return {key: torch.cat(values) for key, values in outputs.items()}
 
 
+def process_state():
+    """accelerate's process state, started on the CPU where there is no CUDA: then `accelerate launch` with
+    several processes (even `--multi_gpu` on a machine without GPUs) runs them over gloo."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def jsonl(records: list[dict]) -> str:
+    """One strict-JSON line per record; non-finite numbers become null."""
+    def finite(value):
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+    return "".join(json.dumps({k: finite(v) for k, v in r.items()}, allow_nan=False) + "\n" for r in records)
+
+
+def _leftover_temporaries(out_dir: Path) -> None:
+    """Remove the temporary files a killed run may have left (`atomic_save` / `atomic_write_text`)."""
+    for path in out_dir.glob(".*.tmp*"):
+        path.unlink(missing_ok=True)
+
+
 def fit(model: nn.Module, data: DataBundle, config: TrainConfig, out_dir: str | os.PathLike,
         method: Method | None = None, resume: bool = False, progress: bool = True,
         desc: str = "train") -> FitResult:
-    """Train `model` on `data` with `config`, checkpointing each epoch into `out_dir`."""
+    """Train `model` on `data` with `config`, checkpointing each epoch into `out_dir`.
+
+    `config.batch_size` is the global batch: under `accelerate launch` with N processes each process
+    takes batch/N images of every batch at the recipe's LR, so the recipe is the same at any process
+    count. Targets train through `common.runs.train`, which names and seeds the run.
+    """
     from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, set_seed
+    from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
 
     method = method or Method()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cuda = torch.cuda.is_available()
+    process_state()
     accelerator = Accelerator(
-        mixed_precision="bf16" if cuda else "no",
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        cpu=not cuda, mixed_precision="bf16" if cuda else "no",
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, split_batches=True),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=method.unused_parameters)],
         log_with="tensorboard" if config.tensorboard else None, project_dir=str(out_dir))
+    steps_per_epoch = len(data.train_loader)  # global batches: one optimiser step each
+    if steps_per_epoch == 0:
+        images = len(data.train_loader.dataset)
+        raise TrainingError(f"{data.name}: {images} training images make no full batch of {config.batch_size} "
+                            f"(the last partial batch is dropped), so no optimiser step would run: lower the "
+                            f"batch size or use more images.")
+    if config.batch_size % accelerator.num_processes:
+        raise TrainingError(f"The global batch {config.batch_size} does not split over "
+                            f"{accelerator.num_processes} processes: launch a process count that divides it.")
+    if accelerator.num_processes > 1:
+        accelerator.print(f"{desc}: global batch {config.batch_size} = {accelerator.num_processes} processes × "
+                          f"{config.batch_size // accelerator.num_processes}, {steps_per_epoch} steps per epoch")
     set_seed(config.seed)
     if cuda:
         model = model.to(memory_format=torch.channels_last)
-    steps_per_epoch = len(data.train_loader) // accelerator.num_processes or 1
     optimizer, scheduler = build_optimizer(model, config, method.param_groups(model), steps_per_epoch)
     model, optimizer, train_loader, test_loader = accelerator.prepare(
         model, optimizer, data.train_loader, data.test_loader)
@@ -238,6 +298,13 @@ def fit(model: nn.Module, data: DataBundle, config: TrainConfig, out_dir: str | 
         scheduler.load_state_dict(state["scheduler"])
         history, start_epoch = state["history"], state["epoch"] + 1
         _set_rng_state(state["rng"])
+        if accelerator.is_main_process:
+            _leftover_temporaries(out_dir)
+            atomic_write_text(jsonl(history), log_path)
+        trained_on = state.get("num_processes", 1)
+        if trained_on != accelerator.num_processes:
+            accelerator.print(f"Resuming a run trained on {trained_on} process(es) with {accelerator.num_processes}: "
+                              f"same global batch and schedule, but not bit-identical to an uninterrupted run.")
         accelerator.print(f"Resumed from {checkpoint_path} after epoch {start_epoch}.")
     if config.tensorboard:
         accelerator.init_trackers(desc)
@@ -248,12 +315,17 @@ def fit(model: nn.Module, data: DataBundle, config: TrainConfig, out_dir: str | 
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch)
         model.train()
-        totals = {"loss": 0.0, "correct": 0, "seen": 0}
-        logs_sum: dict[str, float] = {}
-        start = time.perf_counter()
+        device = accelerator.device
+        # Sums stay on the device: no host sync inside the step loop (read once per epoch).
+        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+        correct = torch.zeros((), device=device, dtype=torch.int64)
+        first_bad_step = torch.full((), -1, device=device, dtype=torch.int64)
+        seen = 0
+        logs_sum: dict[str, torch.Tensor | float] = {}
+        start = last_shown = time.perf_counter()
         bar = tqdm(train_loader, desc=f"{desc} {epoch + 1}/{config.epochs}", leave=False,
                    disable=not (progress and accelerator.is_main_process), mininterval=_BAR_INTERVAL)
-        for images, labels in bar:
+        for step, (images, labels) in enumerate(bar):
             inputs = prepared.preprocess(images, train=True)
             if cuda:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
@@ -263,31 +335,44 @@ def fit(model: nn.Module, data: DataBundle, config: TrainConfig, out_dir: str | 
             accelerator.backward(out.loss)
             optimizer.step()
             scheduler.step()
-            totals["loss"] += float(out.loss.detach()) * len(labels)
-            totals["correct"] += int((out.logits.argmax(1) == labels).sum())
-            totals["seen"] += len(labels)
+            loss = out.loss.detach()
+            first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss),
+                                         torch.full_like(first_bad_step, step), first_bad_step)
+            loss_sum += loss.double() * len(labels)
+            correct += (out.logits.detach().argmax(1) == labels).sum()
+            seen += len(labels)
             for key, value in out.logs.items():
-                logs_sum[key] = logs_sum.get(key, 0.0) + float(value) * len(labels)
-            elapsed = time.perf_counter() - start
-            bar.set_postfix(loss=f"{totals['loss'] / totals['seen']:.3f}",
-                            acc=f"{100 * totals['correct'] / totals['seen']:.1f}",
-                            img_s=f"{totals['seen'] * accelerator.num_processes / elapsed:.0f}")
+                logs_sum[key] = logs_sum.get(key, 0.0) + value * len(labels)
+            now = time.perf_counter()
+            if now - last_shown >= _BAR_INTERVAL and not bar.disable:  # a sync only when the bar redraws
+                last_shown = now
+                bar.set_postfix(loss=f"{float(loss_sum) / seen:.3f}", acc=f"{100 * int(correct) / seen:.1f}",
+                                img_s=f"{seen * accelerator.num_processes / (now - start):.0f}")
         train_time = time.perf_counter() - start
+        bad_step = int(first_bad_step)
+        if bad_step >= 0:
+            lr = config.lr * _lr_factor(epoch * steps_per_epoch + bad_step, steps_per_epoch, config,
+                                        config.gamma, config.milestones)
+            kept = (f"the checkpoint after epoch {history[-1]['epoch']} is kept" if history
+                    else "no epoch finished, so no checkpoint was written")
+            raise TrainingError(f"{desc}: the loss became non-finite in epoch {epoch + 1}, step {bad_step + 1} of "
+                                f"{steps_per_epoch} (LR {lr:.4g}); {kept} in {out_dir}. Lower the LR or check the data.")
         evaluation = evaluate(model, prepared, method, accelerator)
         top = topk_correct(evaluation["logits"], evaluation["labels"], (1, 5))
-        seen = max(totals["seen"], 1)
-        record = {"epoch": epoch + 1, "train_loss": totals["loss"] / seen,
-                  "train_top1": 100 * totals["correct"] / seen,
+        seen = max(seen, 1)
+        record = {"epoch": epoch + 1, "train_loss": float(loss_sum) / seen,
+                  "train_top1": 100 * int(correct) / seen,
                   "test_top1": 100 * top[1] / len(evaluation["labels"]),
                   "test_top5": 100 * top[5] / len(evaluation["labels"]),
                   "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": train_time,
-                  **{key: value / seen for key, value in logs_sum.items()}}
+                  **{key: float(value) / seen for key, value in logs_sum.items()}}
         history.append(record)
         if accelerator.is_main_process:
             atomic_save({"model": accelerator.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
-                         "rng": _rng_state(), "config": asdict(config)}, checkpoint_path)
-            atomic_write_text("".join(json.dumps(r) + "\n" for r in history), log_path)
+                         "rng": _rng_state(), "config": asdict(config),
+                         "num_processes": accelerator.num_processes}, checkpoint_path)
+            atomic_write_text(jsonl(history), log_path)
             if progress:
                 tqdm.write(f"{desc} epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.3f} "
                            f"test top-1 {record['test_top1']:.2f}% ({train_time:.1f} s)")

@@ -6,15 +6,14 @@ Conventions of the paper's columns (checked against torchvision's counts):
 """
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 
 import torch
 
-from common.backbones import create_backbone, input_size
+from common.backbones import input_size
 from common.metrics import count_macs, count_params, measure_latency, model_macs
-from common.reproduction import Cell, Context, Target, device_description, train_row
-from common.tables import CIFAR_RECIPES
+from common.reproduction import Cell, Context, Target, device_description
+from common.runs import ModelSpec, Run
 from common.train import GroupSpec, Method, TrainConfig
 
 from . import create_model
@@ -73,6 +72,16 @@ IMAGENET_RECIPES = {
                           weight_decay=5e-5, label_smoothing=0.1, milestones=()),
 }
 TABLE5_EPOCHS = 250
+# CIFAR-10 analogues (the paper has no CIFAR experiment): He et al.'s CIFAR ResNet recipe on `paper`,
+# our shortened one on `short` — the same recipes as the `baselines cifar10-resnet` rows, held here
+# so that a change to the baselines never changes this paper's runs.
+CIFAR_RECIPES = {
+    "smoke": TrainConfig(epochs=1, batch_size=64, lr=0.05, milestones=(), weight_decay=1e-4, warmup_epochs=1),
+    "short": TrainConfig(epochs=40, batch_size=128, lr=0.1, schedule="cosine", warmup_epochs=1,
+                         nesterov=True, weight_decay=5e-4),
+    "paper": TrainConfig(epochs=164, batch_size=128, lr=0.1, milestones=(82, 123), weight_decay=1e-4,
+                         warmup_epochs=1),
+}
 # CIFAR analogues: which depths each preset trains (smoke: one small net in CPU minutes).
 CIFAR_DEPTHS = {"smoke": (20,), "short": (20, 56, 110), "paper": (20, 56, 110)}
 ABLATION_DEPTH = {"smoke": 20, "short": 56, "paper": 56}
@@ -125,23 +134,25 @@ def _family(name: str) -> str:
     return "mobilenet" if name.startswith("mobilenet") else "regnet" if name.startswith("regnet") else "resnet"
 
 
-def _train_cifar(ctx: Context, row: str, model: torch.nn.Module) -> float:
-    """Train on CIFAR-10 with the baselines' recipe for the preset; test top-1 of the last epoch."""
-    config = replace(CIFAR_RECIPES[ctx.preset], seed=ctx.seed)
-    data = ctx.data("cifar10", batch_size=config.batch_size, **(SMOKE_LIMITS if ctx.preset == "smoke" else {}))
-    result = train_row(ctx, row, model, data, config, DYGraphMethod(config.lr))
+def _cifar_data(ctx: Context):
+    config = CIFAR_RECIPES[ctx.preset]
+    return config, ctx.data("cifar10", batch_size=config.batch_size, **(SMOKE_LIMITS if ctx.preset == "smoke" else {}))
+
+
+def _train_cifar(ctx: Context, row: str, name: str, variant: str | None) -> Run:
+    """Train a CIFAR-10 ResNet (baseline, static α or DY-Graph) with the preset's CIFAR recipe."""
+    config, data = _cifar_data(ctx)
+    result = ctx.train(row, ModelSpec(_build, name, variant, 10), data, config, DYGraphMethod(config.lr))
     ctx.extra.setdefault("history", {})[row] = result.history
     if "nodes_executed" in result.evaluation:
         ctx.extra.setdefault("node_execution_rate", {})[row] = float(result.evaluation["nodes_executed"].mean())
-    return result.history[-1]["test_top1"]
+    return result
 
 
-def _train_imagenet(ctx: Context, row: str, model: torch.nn.Module, config: TrainConfig) -> tuple[float, float]:
-    """The `paper` preset: ImageNet with the appendix recipe; (top-1, top-5) of the last epoch."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    config = replace(config, seed=ctx.seed)
-    data = ctx.data("imagenet", batch_size=config.batch_size // world)
-    result = train_row(ctx, row, model, data, config, DYGraphMethod(config.lr))
+def _train_imagenet(ctx: Context, row: str, spec: ModelSpec, config: TrainConfig) -> tuple[float, float]:
+    """The `paper` preset: ImageNet with the appendix recipe (global batch); (top-1, top-5) of the last epoch."""
+    data = ctx.data("imagenet", batch_size=config.batch_size)
+    result = ctx.train(row, spec, data, config, DYGraphMethod(config.lr))
     return result.history[-1]["test_top1"], result.history[-1]["test_top5"]
 
 
@@ -150,6 +161,7 @@ def run_table1(ctx: Context) -> list[Cell]:
     cells = []
     for name, (label, base, dy) in TABLE1.items():
         size = input_size(name)
+        torch.manual_seed(ctx.seed)
         baseline, model = _build(name, None), _build(name, "dygraph")
         params = count_params(baseline) / 1e6, count_params(model) / 1e6
         macs = model_macs(baseline, size) / 1e6, model_macs(model, size) / 1e6
@@ -165,8 +177,8 @@ def run_table1(ctx: Context) -> list[Cell]:
         top1 = (None, None)
         if ctx.preset == "paper":
             recipe = IMAGENET_RECIPES[_family(name)]
-            top1 = (_train_imagenet(ctx, f"{label} baseline", baseline, recipe)[0],
-                    _train_imagenet(ctx, f"{label} DY-Graph", model, recipe)[0])
+            top1 = (_train_imagenet(ctx, f"{label} baseline", ModelSpec(_build, name, None), recipe)[0],
+                    _train_imagenet(ctx, f"{label} DY-Graph", ModelSpec(_build, name, "dygraph"), recipe)[0])
         cells += [Cell(label, "Top-1 base", base[2], top1[0], "%", note="ImageNet: not available here"),
                   Cell(label, "Top-1 DY", dy[2], top1[1], "%", note="ImageNet: not available here")]
     if ctx.preset == "paper":
@@ -174,11 +186,12 @@ def run_table1(ctx: Context) -> list[Cell]:
     comparable = ctx.preset != "smoke"
     for depth in CIFAR_DEPTHS[ctx.preset]:
         name, label = f"resnet{depth}_cifar", f"ResNet-{depth} (CIFAR-10)"
-        baseline, model = _build(name, None), _build(name, "dygraph")
+        runs = _train_cifar(ctx, f"{label} baseline", name, None), _train_cifar(ctx, f"{label} DY-Graph", name, "dygraph")
+        baseline, model = runs[0].model, runs[1].model
         size = input_size(name)
         params = count_params(baseline) / 1e6, count_params(model) / 1e6
         macs = model_macs(baseline, size) / 1e6, model_macs(model, size) / 1e6
-        top1 = _train_cifar(ctx, f"{label} baseline", baseline), _train_cifar(ctx, f"{label} DY-Graph", model)
+        top1 = runs[0].history[-1]["test_top1"], runs[1].history[-1]["test_top1"]
         cells += [Cell(label, "Params base", None, params[0], "M"), Cell(label, "Params DY", None, params[1], "M"),
                   Cell(label, "ΔParams", None, params[1] - params[0], "M"),
                   Cell(label, "MACs base", None, macs[0], "M"), Cell(label, "MACs DY", None, macs[1], "M"),
@@ -238,15 +251,18 @@ def run_table3(ctx: Context) -> list[Cell]:
             note = (f"ours: best of {LATENCY_ROUNDS} alternating rounds, each the median of {best['repeats']} "
                     f"forwards at batch 1 on {device_description()}; paper ± {spread} ms, hardware not named")
         cells += [Cell(row, "Top-1", top1, None, "%", note="ImageNet: not available here"),
-                  Cell(row, "Latency", latency, ours_latency, "ms", comparable=False, note=note)]
+                  Cell(row, "Latency", latency, ours_latency, "ms", comparable=False, note=note,
+                       timing=ours_latency is not None)]
     return _notes_once(cells)
 
 def run_table4(ctx: Context) -> list[Cell]:
     """RandWire ER/BA/WS (static wirings) vs DY-Graph on the complete DAG, small regime: params, MACs."""
     cells = []
     for row, (name, top1, flops) in TABLE4.items():
-        model = create_model(name, seed=ctx.seed)
-        ours_top1 = _train_imagenet(ctx, row, model, IMAGENET_RECIPES["resnet"])[0] if ctx.preset == "paper" else None
+        spec = ModelSpec(create_model, name, seed=ctx.seed)
+        torch.manual_seed(ctx.seed)
+        model = spec.build()
+        ours_top1 = _train_imagenet(ctx, row, spec, IMAGENET_RECIPES["resnet"])[0] if ctx.preset == "paper" else None
         edges = [int(s.edge_mask.sum()) for s in dag_stages(model)]
         ctx.extra.setdefault("edges_per_stage", {})[row] = edges
         cells += [Cell(row, "Params", None, count_params(model) / 1e6, "M"),
@@ -282,15 +298,15 @@ def run_table6(ctx: Context) -> list[Cell]:
             row = f"{name} {variant} (ImageNet)"
             ours = (None, None)
             if ctx.preset == "paper":
-                ours = _train_imagenet(ctx, row, _build(name, VARIANTS[variant]), IMAGENET_RECIPES["resnet"])
+                ours = _train_imagenet(ctx, row, ModelSpec(_build, name, VARIANTS[variant]), IMAGENET_RECIPES["resnet"])
             cells += [Cell(row, "Top-1", top1, ours[0], "%", note="ImageNet: not available here"),
                       Cell(row, "Top-5", top5, ours[1], "%")]
     depth = ABLATION_DEPTH[ctx.preset]
     for variant, wiring in VARIANTS.items():
         row = f"ResNet-{depth} {variant} (CIFAR-10)"
-        model = _build(f"resnet{depth}_cifar", wiring, 10)
-        cells += [Cell(row, "Params", None, count_params(model) / 1e6, "M"),
-                  Cell(row, "Top-1", None, _train_cifar(ctx, row, model), "%", ctx.preset != "smoke")]
+        run = _train_cifar(ctx, row, f"resnet{depth}_cifar", wiring)
+        cells += [Cell(row, "Params", None, count_params(run.model) / 1e6, "M"),
+                  Cell(row, "Top-1", None, run.history[-1]["test_top1"], "%", ctx.preset != "smoke")]
     return _notes_once(cells)
 
 
@@ -317,10 +333,8 @@ def run_fig_edges(ctx: Context) -> list[Cell]:
     import matplotlib.pyplot as plt
 
     depth = ABLATION_DEPTH[ctx.preset]
-    model = _build(f"resnet{depth}_cifar", "dygraph", 10)
-    _train_cifar(ctx, f"DY-Graph ResNet-{depth}", model)
-    config = CIFAR_RECIPES[ctx.preset]
-    data = ctx.data("cifar10", batch_size=config.batch_size, **(SMOKE_LIMITS if ctx.preset == "smoke" else {}))
+    model = _train_cifar(ctx, f"DY-Graph ResNet-{depth}", f"resnet{depth}_cifar", "dygraph").model
+    _, data = _cifar_data(ctx)
     stages, labels, images = _collect_adjacency(model, data)
     masks = [stage.edge_mask.bool().cpu() for stage in dag_stages(model)]
     cls = int(labels[0])

@@ -28,17 +28,19 @@ class RDIMethod(Method):
     `mean`/`std`: the normalisation of the model input, undone to compute the colour histograms.
     """
 
+    unused_parameters = True  # the warm-up's uniform draws leave the routers without gradients
+
     def __init__(self, target: float, alpha: float = 0.2, warmup_epochs: int = 0, margin: float = 0.5,
                  bins: int = 4, mean: tuple[float, ...] = (0.0,), std: tuple[float, ...] = (1.0,)):
         if not 0.0 <= target <= 1.0:
             raise ValueError(f"Target execution rate t must be in [0, 1]; got {target}.")
         self.target, self.alpha, self.warmup_epochs = target, alpha, warmup_epochs
         self.margin, self.bins, self.mean, self.std = margin, bins, mean, std
-        self.warming_up = warmup_epochs > 0
+        self._warming_up = warmup_epochs > 0
 
     def on_epoch_start(self, model: nn.Module, epoch: int) -> None:
-        self.warming_up = epoch < self.warmup_epochs
-        set_uniform_sampling(model, self.warming_up)
+        self._warming_up = epoch < self.warmup_epochs
+        set_uniform_sampling(model, self._warming_up)
 
     def pixels(self, images: torch.Tensor) -> torch.Tensor:
         """Model input back to [0, 1] pixels."""
@@ -52,7 +54,7 @@ class RDIMethod(Method):
         ce = criterion(logits, labels)
         taken = decisions(model).float()
         logs = {"ce": float(ce.detach()), "exec_rate": float(taken.detach().mean())}
-        if self.warming_up:
+        if self._warming_up:
             return StepOutput(ce, logits, logs)
         cost = cost_loss(taken, self.target)
         loss = ce + cost

@@ -17,7 +17,8 @@ from common.data import dataset_info
 from common.dynamic import decisions, expected_macs_of, macs_profile, set_mode
 from common.hub import HubBackbone
 from common.metrics import count_params, expected_macs, model_macs
-from common.reproduction import Cell, Context, Target, train_row
+from common.reproduction import Cell, Context, Target
+from common.runs import ModelSpec
 from common.train import Method, TrainConfig
 
 from . import create_model
@@ -100,14 +101,13 @@ def train_rdinet(ctx: Context, row: str, data, name: str = "rdinet110", *, targe
                  alpha: float = 0.0, usw: bool = False, recipe: Recipe | None = None, **model_kwargs) -> RowResult:
     """Train one RDI-Net row (USW if asked, then Eq. 16) and measure top-1 and expected MACs."""
     recipe = recipe or RECIPES[ctx.preset]
-    torch.manual_seed(ctx.seed)
-    model = create_model(name, num_classes=data.num_classes, **{"d": D, "r": R, "gamma": GAMMA, **model_kwargs})
+    spec = ModelSpec(create_model, name, num_classes=data.num_classes, **{"d": D, "r": R, "gamma": GAMMA, **model_kwargs})
     warm = recipe.warmup_epochs if usw else 0
-    config = replace(recipe.config, seed=ctx.seed, epochs=recipe.config.epochs + warm,
+    config = replace(recipe.config, epochs=recipe.config.epochs + warm,
                      milestones=tuple(m + warm for m in recipe.config.milestones))
     info = dataset_info(data.name)
     method = RDIMethod(target, alpha, warm, MARGIN, mean=info.mean, std=info.std)
-    result = train_row(ctx, row, model, data, config, method)
+    result = ctx.train(row, spec, data, config, method)
     taken = result.evaluation["decisions"]
     macs = expected_macs_of(result.model, data.input_size, taken)
     record = {"target_rate": target, "alpha": alpha, "usw_epochs": warm, **model_kwargs,
@@ -119,10 +119,8 @@ def train_rdinet(ctx: Context, row: str, data, name: str = "rdinet110", *, targe
 
 def train_resnet(ctx: Context, row: str, data, backbone: str = "resnet110_cifar") -> RowResult:
     """The static ResNet baseline, trained with the main-phase recipe."""
-    torch.manual_seed(ctx.seed)
-    model = HubBackbone(backbone, num_classes=data.num_classes)
-    config = replace(RECIPES[ctx.preset].config, seed=ctx.seed)
-    result = train_row(ctx, row, model, data, config, Method())
+    spec = ModelSpec(HubBackbone, backbone, num_classes=data.num_classes)
+    result = ctx.train(row, spec, data, RECIPES[ctx.preset].config, Method())
     return RowResult(result.history[-1]["test_top1"], model_macs(result.model, data.input_size) / 1e9, [])
 
 
@@ -272,6 +270,7 @@ def run_imagenet(ctx: Context) -> list[Cell]:
     data = ctx.data("imagenet", batch_size=IMAGENET_RECIPE.config.batch_size) if ctx.preset == "paper" else None
     for name, (paper_gflops, paper_top1) in IMAGENET.items():
         row = {"rdinet50": "RDI-Net50", "rdinet101": "RDI-Net101"}[name]
+        torch.manual_seed(ctx.seed)
         model = create_model(name, d=D, r=R, gamma=GAMMA)
         routers = sum(count_params(router) for router in model.routers())
         cells.append(Cell(row, "Params", None, count_params(model) / 1e6, "M"))

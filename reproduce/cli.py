@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from common.data import DataError
+from common.runs import RunError, TrainingError
 from common.reproduction import PRESETS, Context, Target, push_trained, update_readme, write_results
 
 # paper name → module holding its TARGETS
@@ -83,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
                              "paper: the paper's recipe")
     parser.add_argument("--out", default="results", help="folder for the JSON, Markdown and figures")
     parser.add_argument("--data-dir", default=None, help="local dataset folder (parquet in the Hub layout or image folder)")
-    parser.add_argument("--resume", action="store_true", help="continue each row from its last checkpoint")
+    parser.add_argument("--resume", action="store_true", help="continue each unfinished run from its last checkpoint")
+    parser.add_argument("--restart", action="store_true", help="start each unfinished run over")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--push-to-hub", default=None, metavar="REPO", help="upload trained weights + card")
     args = parser.parse_args(argv)
@@ -96,15 +98,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.preset not in PRESETS:
         return _fail(f"unknown preset {args.preset!r}. Valid choices: {', '.join(PRESETS)}.")
     target = found[args.target]
+    if args.resume and args.restart:
+        return _fail("--resume and --restart exclude each other: continue the unfinished runs or start them over.")
     ctx = Context(args.paper, args.target, args.preset, Path(args.out), args.data_dir, args.resume,
-                  args.seed, args.push_to_hub, "python -m reproduce " + shlex.join(argv))
+                  args.seed, args.push_to_hub, args.restart, command="python -m reproduce " + shlex.join(argv))
     try:
         cells = target.run(ctx)
-    except DataError as error:
+    except (DataError, RunError, TrainingError) as error:
         return _fail(str(error))
-    from accelerate import PartialState
+    from common.train import process_state
 
-    if not PartialState().is_main_process:  # under `accelerate launch`, one process writes
+    if not process_state().is_main_process:  # under `accelerate launch`, one process writes
         return 0
     json_path, md_path = write_results(ctx, target, cells)
     print(md_path.read_text())

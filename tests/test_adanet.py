@@ -1,4 +1,6 @@
 """adanet: the gate (Eq. 4–7), the target-rate loss (Eq. 8–9), real skipping, counting, the models."""
+from pathlib import Path
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -217,3 +219,41 @@ def test_eval_gate_folds_batch_norm_exactly_and_refreshes_after_updates():
     gate.logits(torch.randn(8, 16, 4, 4))  # training moves the statistics; eval() folds anew
     gate.eval()
     torch.testing.assert_close(gate.logits(x), gate.fc2(torch.relu(gate.bn(gate.fc1(z)))))
+
+
+# ------------------------------------------------------------------ runs shared by targets (the run layer)
+
+def test_figures_reuse_table1_runs_and_a_new_lambda_makes_new_runs(tmp_path, monkeypatch):
+    """`adanet table1` then `adanet fig3`: fig3 trains nothing; changing λ makes new Adanet runs."""
+    import json as _json
+
+    import huggingface_hub
+
+    from adanet import tables
+    from reproduce import cli
+
+    assert cli.main(["adanet", "table1", "--out", str(tmp_path)]) == 0
+    table1 = _json.loads((tmp_path / "adanet-table1-smoke.json").read_text())["runs"]
+    assert set(table1) == {"ResNet 110", "Adanet 110", "Wide Adanet 89"}
+    assert cli.main(["adanet", "fig3", "--out", str(tmp_path)]) == 0
+    fig3 = _json.loads((tmp_path / "adanet-fig3-smoke.json").read_text())["runs"]
+    assert all(run["reused"] and run["key"] == table1[row]["key"] for row, run in fig3.items())
+
+    uploads = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, exist_ok):
+            uploads.append(repo_id)
+
+        def upload_folder(self, folder_path, repo_id):
+            assert {"config.json", "model.safetensors", "README.md"} <= {p.name for p in Path(folder_path).iterdir()}
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    assert cli.main(["adanet", "fig8", "--out", str(tmp_path), "--push-to-hub", "me/x"]) == 0
+    assert uploads == ["me/x-adanet-110"]  # fig8's one trained row is pushed (it was silently skipped before)
+
+    monkeypatch.setitem(tables.CIFAR_METHOD, "lam", 1.0)
+    assert cli.main(["adanet", "fig3", "--out", str(tmp_path)]) == 0
+    changed = _json.loads((tmp_path / "adanet-fig3-smoke.json").read_text())["runs"]
+    for row, run in changed.items():
+        assert not run["reused"] and run["key"] != table1[row]["key"], row

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from common.hub import HubBackbone, WeightsError, model_card, save_with_card
+from common.hub import HubBackbone, WeightsError, model_card, upload_run
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -84,7 +84,11 @@ def test_model_card_from_results_json(tmp_path):
     assert "python -m reproduce baselines cifar10-resnet --preset short" in card
     assert "@article{he2016}" in card and "license: mit" in card
     assert "HubBackbone.from_pretrained" not in card and "Model.from_pretrained('dynnets/resnet20')" in card
-    model = HubBackbone("resnet20_cifar")
-    folder = save_with_card(model, tmp_path / "card", results, "dynnets/resnet20", bibtex="@article{he2016}")
-    assert (folder / "README.md").read_text() == card
-    assert (folder / "model.safetensors").exists()
+    run = tmp_path / "run"
+    HubBackbone("resnet20_cifar").save_pretrained(run)
+    (run / "run.json").write_text(json.dumps({"key": "k" * 64, "class": "common.hub.HubBackbone"}))
+    upload_run(run, tmp_path / "card", results, "dynnets/resnet20", bibtex="@article{he2016}", push=False)
+    written = (tmp_path / "card" / "README.md").read_text()
+    assert written.startswith(card.replace("from common.hub import HubBackbone as Model", "")[:40])
+    assert "from common.hub import HubBackbone as Model" in written and f"Run key `{'k' * 64}`" in written
+    assert (tmp_path / "card" / "model.safetensors").exists()

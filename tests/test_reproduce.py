@@ -55,13 +55,13 @@ def test_run_writes_json_and_markdown_with_provenance(tmp_path, monkeypatch, cap
     assert cli.main(["fake", "t1", "--out", str(tmp_path), "--seed", "7"]) == 0
     record = json.loads((tmp_path / "fake-t1-smoke.json").read_text())
     assert record["cells"][0] == {"row": "Net A", "column": "Params", "paper": 1.7, "ours": 1.728, "unit": "M",
-                                  "comparable": True, "note": ""}
+                                  "comparable": True, "note": "", "timing": False}
     prov = record["provenance"]
     assert prov["command"] == f"python -m reproduce fake t1 --out {tmp_path} --seed 7"
     assert prov["seed"] == 7 and len(prov["commit"]) == 40 and isinstance(prov["dirty"], bool)
     assert {"torch", "torchvision", "accelerate", "python"} <= set(prov["versions"])
     assert prov["device"].startswith(("cpu", "cuda")) and prov["wall_time_s"] >= 0
-    assert record["extra"] == {"answer": 42}
+    assert record["extra"] == {"answer": 42} and record["runs"] == {}
     markdown = (tmp_path / "fake-t1-smoke.md").read_text()
     assert "| Net A | 1.728 (1.7) | 80† (6.43) |" in markdown
     assert "| Net B | 0.27 (—) |  |" in markdown
@@ -100,7 +100,13 @@ def test_push_to_hub_saves_card_and_uploads_each_trained_row(tmp_path, monkeypat
             uploads.append(("upload", repo_id, sorted(p.name for p in Path(folder_path).iterdir())))
 
     def trains(ctx):
-        ctx.trained["ResNet-20"] = HubBackbone("resnet20_cifar")
+        from common.data import build_data
+        from common.runs import ModelSpec
+        from common.train import TrainConfig
+
+        data = build_data("cifar10-sample", batch_size=32, train_limit=32, test_limit=32)
+        ctx.train("ResNet-20", ModelSpec(HubBackbone, "resnet20_cifar", num_classes=10), data,
+                  TrainConfig(epochs=1, batch_size=32))
         return fake_target(ctx)
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
