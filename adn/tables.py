@@ -247,7 +247,7 @@ def _paper_convention(adn: ADNet) -> dict:
 def _table1_cifar(ctx: Context) -> list[Cell]:
     """CIFAR-10 analogues of Table 1's rows, trained with one recipe: ADN super/base, individual, -Base."""
     depth, config, limits = _cifar(ctx)
-    comparable = ctx.preset != "smoke"
+    comparable = ctx.full_training
     adn, result = train_adn(ctx, f"ResNet-{depth}-ADN", depth, config, limits)
     labels = result.evaluation["labels"]
     individual_run, base_run = _individual_runs(ctx, depth, config, limits)
@@ -297,7 +297,7 @@ def run_table2(ctx: Context) -> list[Cell]:
 def run_table3(ctx: Context) -> list[Cell]:
     """Table 3: sub-path specialisation × skip-aware BN on a CIFAR-10 ResNet, Δ against individual networks."""
     depth, config, limits = _cifar(ctx)
-    comparable = ctx.preset != "smoke"
+    comparable = ctx.full_training
     individual_run, base_run = _individual_runs(ctx, depth, config, limits)
     reference = {"super": _run_top1(individual_run), "base": _run_top1(base_run)}
     note = f"paper: ImageNet ResNet50-ADN; ours: CIFAR-10 ResNet-{depth}-ADN"
@@ -340,7 +340,7 @@ def run_fig3a(ctx: Context) -> list[Cell]:
                   Cell(f"ResNet50-ADN ({c})", "Acc@1 ImageNet", paper[1], None, "%")]
     for c, (gmacs, top1) in cifar.items():
         cells += [Cell(f"ResNet-{depth}-ADN ({c}), CIFAR-10", "FLOPs", None, gmacs, "GMACs"),
-                  Cell(f"ResNet-{depth}-ADN ({c}), CIFAR-10", "Acc@1 CIFAR-10", None, top1, "%", ctx.preset != "smoke")]
+                  Cell(f"ResNet-{depth}-ADN ({c}), CIFAR-10", "Acc@1 CIFAR-10", None, top1, "%", ctx.full_training)]
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4))
     left.bar(list(imagenet), list(imagenet.values()), color="tab:blue", label="ours (counted)")
     left.scatter(list(FIG3A), [v[0] for v in FIG3A.values()], color="tab:red", zorder=3, label="paper (Tables 1-2)")
@@ -373,7 +373,7 @@ def run_fig3b(ctx: Context) -> list[Cell]:
     depth, config, limits = _cifar(ctx)
     model, _ = train_adn(ctx, f"ResNet-{depth}-ADN", depth, config, limits)
     distances = bn_mean_distances(model.cpu())
-    cells = [Cell(f"stage {stage + 1}: {layer}", "‖μ_super − μ_skip‖₂", None, d, "", ctx.preset != "smoke")
+    cells = [Cell(f"stage {stage + 1}: {layer}", "‖μ_super − μ_skip‖₂", None, d, "", ctx.full_training)
              for stage, layer, d in distances]
     fig, ax = plt.subplots(figsize=(max(7, len(distances) * 0.25), 3.8))
     ax.bar(range(len(distances)), [d for _, _, d in distances],

@@ -82,7 +82,7 @@ def model_card(results: dict, repo_id: str, bibtex: str = "", license_name: str 
              f"{results['paper']}, image-classification]", "---", "",
              f"# {repo_id}", "", f"Weights for **{results['title']}** ({results['paper']}), "
              f"trained by `dynnets` with the `{results['preset']}` preset.", "",
-             markdown_table(cells), "## Reproduce", "", "```bash", prov["command"], "```", "",
+             markdown_table(cells, preset=results["preset"]), "## Reproduce", "", "```bash", prov["command"], "```", "",
              f"Commit `{prov['commit']}`{' (dirty)' if prov['dirty'] else ''}, device {prov['device']}, "
              f"seed {prov['seed']}, data {json.dumps(prov['data'])}.", "",
              "## Load", "", "```python", load, f"model = Model.from_pretrained('{repo_id}')", "```", ""]

@@ -66,6 +66,12 @@ class Context:
         return f"{self.paper}-{self.target}-{self.preset}"
 
     @property
+    def full_training(self) -> bool:
+        """Whether this preset trains with the paper's full recipe; values that depend on training
+        under any other preset are marked not comparable (†)."""
+        return self.preset == "paper"
+
+    @property
     def runs_root(self) -> Path:
         """Where run folders live, shared by every target writing to the same --out."""
         return self.out_dir / "runs"
@@ -151,8 +157,23 @@ def _fmt(value: float | None) -> str:
     return f"{value:.4g}" if abs(value) < 1000 else f"{value:,.0f}"
 
 
-def markdown_table(cells: list[Cell], title: str = "") -> str:
-    """Rows × columns, each cell 'ours (paper)', with not-comparable cells marked †."""
+PRESET_NOTES = {
+    "smoke": "a few training steps on the packaged CIFAR-10 sample",
+    "mini": "CIFAR ResNet-20 depth and one shared CPU recipe, not the paper's",
+    "short": "a shortened schedule, not the paper's",
+    "paper": "the paper's recipe, but a value the paper's setting does not match",
+}
+
+
+def footnote(preset: str | None) -> str:
+    """The table's legend, naming the preset whose training the † cells depend on."""
+    why = f"it depends on training that the `{preset}` preset cuts short ({PRESET_NOTES[preset]})" \
+        if preset in PRESET_NOTES and preset != "paper" else "see the cell's note"
+    return f"Each cell: ours (paper). — : no number. † : not comparable to the paper: {why}."
+
+
+def markdown_table(cells: list[Cell], title: str = "", preset: str | None = None) -> str:
+    """Rows × columns, each cell 'ours (paper)', with not-comparable cells marked † (never an empty one)."""
     rows = list(dict.fromkeys(c.row for c in cells))
     columns = list(dict.fromkeys(c.column for c in cells))
     units = {c.column: c.unit for c in cells}
@@ -167,15 +188,30 @@ def markdown_table(cells: list[Cell], title: str = "") -> str:
             if cell is None:
                 entries.append("")
                 continue
-            mark = "" if cell.comparable else "†"
+            mark = "" if cell.comparable or cell.ours is None else "†"
             entries.append(f"{_fmt(cell.ours)}{mark} ({_fmt(cell.paper)})")
         lines.append(f"| {row} | " + " | ".join(entries) + " |")
-    lines += ["", "Each cell: ours (paper). — : no number. † : not comparable to the paper "
-              "(smoke preset: a few training steps on the packaged CIFAR-10 sample)."]
+    lines += ["", footnote(preset)]
     notes = [f"- {c.row} / {c.column}: {c.note}" for c in cells if c.note]
     if notes:
         lines += ["", "Notes:", *dict.fromkeys(notes)]
     return "\n".join(lines) + "\n"
+
+
+def stamp_figure(path: Path, preset: str) -> None:
+    """Write the preset under a figure (and that its numbers are not the paper's unless it is `paper`)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = Image.open(path).convert("RGB")
+    text = f"dynnets · preset {preset}" + ("" if preset == "paper" else
+                                            f" · not comparable to the paper: {PRESET_NOTES.get(preset, preset)}")
+    font = ImageFont.load_default(size=max(11, image.width // 90))
+    strip = Image.new("RGB", (image.width, font.size + 10), "white")
+    ImageDraw.Draw(strip).text((6, 4), text, fill=(90, 90, 90), font=font)
+    stamped = Image.new("RGB", (image.width, image.height + strip.height), "white")
+    stamped.paste(image, (0, 0))
+    stamped.paste(strip, (0, image.height))
+    stamped.save(path)
 
 
 def write_results(ctx: Context, target: Target, cells: list[Cell]) -> tuple[Path, Path]:
@@ -188,7 +224,9 @@ def write_results(ctx: Context, target: Target, cells: list[Cell]) -> tuple[Path
               "provenance": provenance(ctx)}
     json_path, md_path = ctx.out_dir / f"{ctx.stem}.json", ctx.out_dir / f"{ctx.stem}.md"
     atomic_write_text(json.dumps(record, indent=2, default=str) + "\n", json_path)
-    atomic_write_text(markdown_table(cells, f"{target.title} — preset {ctx.preset}"), md_path)
+    atomic_write_text(markdown_table(cells, f"{target.title} — preset {ctx.preset}", ctx.preset), md_path)
+    for name in ctx.figures:
+        stamp_figure(ctx.out_dir / name, ctx.preset)
     return json_path, md_path
 
 
@@ -202,7 +240,7 @@ def render_results(json_paths: list[Path]) -> str:
         record = json.loads(Path(path).read_text())
         prov = record["provenance"]
         cells = [Cell(**c) for c in record["cells"]]
-        blocks.append(markdown_table(cells, f"{record['title']} — preset `{record['preset']}`")
+        blocks.append(markdown_table(cells, f"{record['title']} — preset `{record['preset']}`", record["preset"])
                       + f"\n_From `{Path(path).name}`: `{prov['command']}` at commit "
                         f"`{(prov['commit'] or 'none')[:10]}`{' (dirty)' if prov['dirty'] else ''}, "
                         f"{prov['device']}, {prov['finished']}._\n")

@@ -57,7 +57,7 @@ def run_cifar10_resnet(ctx: Context) -> list[Cell]:
     """ResNet-20/32/56/110 on CIFAR-10: params, GMACs, test error beside He et al. 2016."""
     config = CIFAR_RECIPES[ctx.preset]
     data = ctx.data("cifar10", batch_size=config.batch_size)
-    comparable = ctx.preset != "smoke"
+    comparable = ctx.full_training
     cells = []
     for depth, (paper_params, paper_error) in HE2016_CIFAR10.items():
         row = f"ResNet-{depth}"

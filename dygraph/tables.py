@@ -183,7 +183,7 @@ def run_table1(ctx: Context) -> list[Cell]:
                   Cell(label, "Top-1 DY", dy[2], top1[1], "%", note="ImageNet: not available here")]
     if ctx.preset == "paper":
         return _notes_once(cells)
-    comparable = ctx.preset != "smoke"
+    comparable = ctx.full_training
     for depth in CIFAR_DEPTHS[ctx.preset]:
         name, label = f"resnet{depth}_cifar", f"ResNet-{depth} (CIFAR-10)"
         runs = _train_cifar(ctx, f"{label} baseline", name, None), _train_cifar(ctx, f"{label} DY-Graph", name, "dygraph")
@@ -306,7 +306,7 @@ def run_table6(ctx: Context) -> list[Cell]:
         row = f"ResNet-{depth} {variant} (CIFAR-10)"
         run = _train_cifar(ctx, row, f"resnet{depth}_cifar", wiring)
         cells += [Cell(row, "Params", None, count_params(run.model) / 1e6, "M"),
-                  Cell(row, "Top-1", None, run.history[-1]["test_top1"], "%", ctx.preset != "smoke")]
+                  Cell(row, "Top-1", None, run.history[-1]["test_top1"], "%", ctx.full_training)]
     return _notes_once(cells)
 
 
@@ -371,10 +371,11 @@ def run_fig_edges(ctx: Context) -> list[Cell]:
         edges = matrices[:, mask]  # [N_test, edges]
         class_means = torch.stack([edges[labels == c].mean(0) for c in labels.unique()])
         row = f"stage {s + 1} ({mask.shape[0]} nodes)"
-        cells += [Cell(row, "Open edges", None, 100 * float((edges > 0).float().mean()), "%"),
-                  Cell(row, "Mean α", None, float(edges.mean()), ""),
-                  Cell(row, "Std over images", None, float(edges.std(0).mean()), ""),
-                  Cell(row, "Std over class means", None, float(class_means.std(0).mean()), "")]
+        trained = ctx.full_training
+        cells += [Cell(row, "Open edges", None, 100 * float((edges > 0).float().mean()), "%", trained),
+                  Cell(row, "Mean α", None, float(edges.mean()), "", trained),
+                  Cell(row, "Std over images", None, float(edges.std(0).mean()), "", trained),
+                  Cell(row, "Std over class means", None, float(class_means.std(0).mean()), "", trained)]
     ctx.extra["class_mean_adjacency"] = {f"stage {s + 1}": stages[s][labels == cls].mean(0).tolist()
                                          for s in range(len(stages))}
     return cells

@@ -4,8 +4,8 @@ Cost convention. The paper's "GFLOPs" are 2 × MACs: the full CIFAR ResNet-110 i
 (our count, FlopCounterMode / 2), yet Tables 2–3 give dynamic RDI-Net110s at up to 0.31 "GFLOPs",
 and Sec. 4.2 an RDI-Net50 at 6.62 "GFLOPs" against ResNet-50's 4.09 GMACs: values above the full
 network are impossible as MACs, and as 2 × MACs they are 49–61 % of ResNet-110 (0.506) and 81 % of
-ResNet-50 — in line with the execution rates the paper describes. Every comparison below divides
-the paper's number by `PAPER_FLOPS_PER_MAC` and shows both sides in GMACs; the output says so.
+ResNet-50 — in line with the execution rates the paper describes. Every comparison below shows
+ours in that convention (2 × GMACs) beside the paper's number and, in a column of its own, in GMACs.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from .method import RDIMethod
 
 PAPER_FLOPS_PER_MAC = 2  # the paper's "GFLOPs" = 2 × GMACs (see the module docstring)
 FULL_RESNET110_GMACS = 0.253  # our count of the plain CIFAR ResNet-110, the reference for the check
-CONVERTED = "paper prints GFLOPs = 2 × MACs; shown here ÷ 2 (GMACs)"
+CONVERTED = "the paper's GFLOPs are 2 × MACs: ours is shown in that convention and, beside it, in GMACs"
 
 # Table 2 (CIFAR-10/100, ResNet-110): (USW, R-R, SRM) → {dataset: (GFLOPs, top-1 %)}.
 TABLE2 = {
@@ -126,18 +126,18 @@ def train_resnet(ctx: Context, row: str, data, backbone: str = "resnet110_cifar"
 
 def _cost_cells(row: str, prefix: str, paper: tuple[float, float] | None, ours: RowResult | None,
                 comparable: bool, note: str = "") -> list[Cell]:
-    """GMACs and top-1 cells of one row; the paper's GFLOPs converted to GMACs (noted)."""
+    """GFLOPs (the paper's 2 × MACs convention), GMACs and top-1 of one row; only printed numbers in the paper slot."""
     gflops, top1 = paper if paper else (None, None)
-    cost_note = "; ".join(n for n in (CONVERTED if gflops is not None else "", note) if n)
     comparable = comparable and ours is not None  # expected MACs depend on the training, too
-    return [Cell(row, f"{prefix}GMACs", None if gflops is None else gflops / PAPER_FLOPS_PER_MAC,
-                 None if ours is None else ours.gmacs, "G", comparable, cost_note),
+    return [Cell(row, f"{prefix}GFLOPs", gflops, None if ours is None else PAPER_FLOPS_PER_MAC * ours.gmacs,
+                 "2 × GMACs", comparable, "; ".join(n for n in (CONVERTED, note) if n)),
+            Cell(row, f"{prefix}GMACs", None, None if ours is None else ours.gmacs, "G", comparable),
             Cell(row, f"{prefix}Top-1", top1, None if ours is None else ours.top1, "%", comparable, note)]
 
 
 def run_table2(ctx: Context) -> list[Cell]:
     """Table 2: USW / relational routers / SRM ablation on ResNet-110 (CIFAR-10; CIFAR-100 on `paper`)."""
-    comparable = ctx.preset != "smoke"
+    comparable = ctx.full_training
     cells = []
     datasets = ["cifar10", "cifar100"] if ctx.preset == "paper" else ["cifar10"]
     data = {name: _data(ctx, name) for name in datasets}
@@ -155,7 +155,7 @@ def run_table2(ctx: Context) -> list[Cell]:
 
 def run_table3(ctx: Context) -> list[Cell]:
     """Table 3: decay rate γ of the relation graph, and Auto (cosine-similarity edges); no SRM, no USW."""
-    comparable = ctx.preset != "smoke"
+    comparable = ctx.full_training
     data = _data(ctx)
     cells = []
     for key, paper in TABLE3.items():
@@ -185,7 +185,7 @@ def _save(ctx: Context, fig, name: str, title: str) -> None:
 
 def run_fig5(ctx: Context) -> list[Cell]:
     """Fig. 5(a): top-1 vs expected GMACs over target rates t — RDI-Net110, vanilla routers, ResNet-110."""
-    comparable = ctx.preset != "smoke"
+    comparable = ctx.full_training
     data = _data(ctx)
     cells, curves = [], {"RDI-Net110": [], "Vanilla110": []}
     for t in T_SWEEP[ctx.preset]:
@@ -213,7 +213,7 @@ def run_fig5(ctx: Context) -> list[Cell]:
 
 def run_fig7(ctx: Context) -> list[Cell]:
     """Fig. 7: (a) number r of preceding routers (no SRM, no USW); (b) weight α of L_rank (full RDI-Net)."""
-    comparable = ctx.preset != "smoke"
+    comparable = ctx.full_training
     data = _data(ctx)
     cells, by_r, by_alpha = [], [], []
     for r in R_SWEEP[ctx.preset]:
@@ -243,7 +243,7 @@ def run_fig7(ctx: Context) -> list[Cell]:
 
 def run_fig9(ctx: Context) -> list[Cell]:
     """Fig. 9: executing rate of every block, RDI-Net vs vanilla routers (CIFAR-10 ResNet-110 here)."""
-    comparable = ctx.preset != "smoke"
+    comparable = ctx.full_training
     data = _data(ctx)
     rdi = train_rdinet(ctx, "RDI-Net110", data, usw=True, alpha=ALPHA)
     vanilla = train_rdinet(ctx, "Vanilla110", data, r=0)
@@ -285,7 +285,8 @@ def run_imagenet(ctx: Context) -> list[Cell]:
         if data is not None:
             ours = train_rdinet(ctx, row, data, name, target=round(implied, 2), usw=True, alpha=ALPHA,
                                 recipe=IMAGENET_RECIPE)
-            cells.append(Cell(row, "Expected GMACs", paper_gmacs, ours.gmacs, "G", True, CONVERTED))
+            cells.append(Cell(row, "Expected GFLOPs", paper_gflops, PAPER_FLOPS_PER_MAC * ours.gmacs, "2 × GMACs",
+                              True, CONVERTED))
             cells.append(Cell(row, "Top-1", paper_top1, ours.top1, "%"))
             continue
         # No ImageNet here: the counting path on stand-in images through the untrained routers.
@@ -295,7 +296,7 @@ def run_imagenet(ctx: Context) -> list[Cell]:
         with torch.no_grad():
             model(torch.rand(4, *model.input_size))
         ours = expected_macs(always, overhead, branch, decisions(model)).mean / 1e9
-        cells.append(Cell(row, "Expected GMACs", paper_gmacs, ours, "G", False,
+        cells.append(Cell(row, "Expected GFLOPs", paper_gflops, PAPER_FLOPS_PER_MAC * ours, "2 × GMACs", False,
                           f"untrained routers on random stand-in images (no ImageNet here); {CONVERTED}; "
                           f"the paper's cost means executing {100 * implied:.0f} % of block MACs"))
         cells.append(Cell(row, "Top-1", paper_top1, None, "%", False, "no ImageNet here: paper preset only"))

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Regenerate every committed smoke result at HEAD from fresh runs: each target at --seed 0 into
+# results/ (and its paper README block), and at --seed 1 into results/seed1/ — the twin that
+# tests/test_results.py compares to find cells that depend on training. Run on a clean tree.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296
+rm -rf results/runs results/seed1/runs
+uv run python -m reproduce list | awk '{print $1, $2}' | while read -r paper target; do
+    for seed in 0 1; do
+        out=results; [ "$seed" = 1 ] && out=results/seed1
+        start=$(date +%s)
+        uv run python -m reproduce "$paper" "$target" --preset smoke --seed "$seed" --out "$out" > /dev/null
+        echo "$paper $target seed $seed: $(( $(date +%s) - start )) s"
+    done
+done
+for paper in baselines adanet rdinet dygraph adn; do
+    uv run python -m reproduce readme "$paper"
+done
