@@ -11,7 +11,7 @@ import torch
 
 from common.hub import HubBackbone
 from common.metrics import accuracy, count_params, measure_latency, model_macs
-from common.reproduction import Cell, Context, Target
+from common.reproduction import CIFAR10, Cell, Context, Target
 from common.runs import ModelSpec, Run
 from common.train import Method, TrainConfig, evaluate
 
@@ -413,10 +413,10 @@ def run_table4(ctx: Context) -> list[Cell]:
 
 TARGETS = {
     "table1": Target("adn", "table1", "ADN Table 1: ImageNet models (params, GMACs, latency) + CIFAR-10 analogues",
-                     run_table1),
+                     run_table1, data={**CIFAR10, "paper": "imagenet"}),
     "table2": Target("adn", "table2", "ADN Table 2: ResNet50-ADN TTFF / base-net vs efficient ResNet-50s", run_table2),
-    "table3": Target("adn", "table3", "ADN Table 3: ablation (specialisation × skip-aware BN), CIFAR-10", run_table3),
-    "fig3a": Target("adn", "fig3a", "ADN Fig. 3a: all 2^Ns sub-networks (GMACs, accuracy)", run_fig3a),
-    "fig3b": Target("adn", "fig3b", "ADN Fig. 3b: distance between the two BN sets' running means", run_fig3b),
+    "table3": Target("adn", "table3", "ADN Table 3: ablation (specialisation × skip-aware BN), CIFAR-10", run_table3, data=CIFAR10),
+    "fig3a": Target("adn", "fig3a", "ADN Fig. 3a: all 2^Ns sub-networks (GMACs, accuracy)", run_fig3a, data=CIFAR10),
+    "fig3b": Target("adn", "fig3b", "ADN Fig. 3b: distance between the two BN sets' running means", run_fig3b, data=CIFAR10),
     "table4": Target("adn", "table4", "ADN Table 4: ResNet50-ADN + FPN in Faster / Mask R-CNN (GMACs)", run_table4),
 }

@@ -94,6 +94,22 @@ def _local_dir(name: str, data_dir: str | os.PathLike | None) -> Path | None:
     )
 
 
+def check_local(name: str, data_dir: str | os.PathLike) -> Path:
+    """Before any work: `data_dir` exists and holds `name`'s train and test splits; the folder found."""
+    root = Path(data_dir).expanduser()
+    if not root.is_dir():
+        raise DataError(f"--data-dir {data_dir} is not an existing folder: point it at the {name} files "
+                        f"(parquet in the Hub layout or an image folder).")
+    local = _local_dir(name, root)
+    split = dataset_info(name).test_split
+    if (local / "train").is_dir():
+        if not (local / "val").is_dir():
+            raise DataError(f"Image folder {local} has train/ but no val/: {name} needs both.")
+    elif not _parquet_files(local, split):
+        raise DataError(f"No {split}-*.parquet under {local} for {name}: the test split is missing.")
+    return local
+
+
 def fingerprint(files: list[Path]) -> str:
     """A short sha256 over the bytes of the files that make up a dataset."""
     digest = hashlib.sha256()

@@ -21,6 +21,34 @@ class WeightsError(RuntimeError):
     """Weights that do not fit the model or cannot be read."""
 
 
+class HubError(RuntimeError):
+    """A push to the Hub that cannot happen (bad repo id, no token, offline); the message says what to do."""
+
+
+def check_hub_repo(repo_id: str) -> None:
+    """Before any training: the repo id is valid, a token is there, and the Hub answers to it."""
+    from huggingface_hub import HfApi, constants, get_token
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(f"{repo_id}-row")
+    except HFValidationError:
+        raise HubError(f"--push-to-hub {repo_id!r} is not a valid repo id: use NAMESPACE/NAME with letters, digits, "
+                       f"'-', '_' and '.' (each trained row is pushed as NAMESPACE/NAME-<row>).") from None
+    if "/" not in repo_id:
+        raise HubError(f"--push-to-hub {repo_id!r} has no namespace: use YOUR_USER_OR_ORG/{repo_id}.")
+    if constants.HF_HUB_OFFLINE:
+        raise HubError("--push-to-hub cannot work with HF_HUB_OFFLINE set: unset it where you have network.")
+    token = get_token()
+    if not token:
+        raise HubError("--push-to-hub needs a Hugging Face token: set HF_TOKEN or run `huggingface-cli login`.")
+    try:
+        HfApi().whoami(token=token)
+    except Exception as error:  # noqa: BLE001 — any failure here means: the Hub does not accept this token now
+        raise HubError(f"--push-to-hub: the Hub did not accept the token ({type(error).__name__}: "
+                       f"{str(error).splitlines()[0] if str(error) else 'no answer'}); check the network and HF_TOKEN.") from None
+
+
 def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Load `state` into `model`; any missing, extra or mis-shaped key is an error naming it."""
     own = model.state_dict()
@@ -92,7 +120,7 @@ def model_card(results: dict, repo_id: str, bibtex: str = "", license_name: str 
 
 
 def upload_run(run_dir: str | Path, staging: str | Path, results: dict, repo_id: str, bibtex: str = "",
-               push: bool = True) -> str:
+               push: bool = True, private: bool = False) -> str:
     """Stage a finished run's weights (config.json, model.safetensors) with a model card; upload to `repo_id`."""
     import shutil
 
@@ -108,6 +136,10 @@ def upload_run(run_dir: str | Path, staging: str | Path, results: dict, repo_id:
         from huggingface_hub import HfApi
 
         api = HfApi()
-        api.create_repo(repo_id, exist_ok=True)
-        api.upload_folder(folder_path=str(staging), repo_id=repo_id)
+        try:
+            api.create_repo(repo_id, exist_ok=True, private=private)
+            api.upload_folder(folder_path=str(staging), repo_id=repo_id)
+        except Exception as error:  # noqa: BLE001 — every Hub failure ends as one line naming the repo
+            raise HubError(f"pushing {repo_id} failed ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+                           f"the weights are in {staging}: upload them with `huggingface-cli upload {repo_id} {staging}`.") from None
     return repo_id

@@ -105,6 +105,7 @@ class Target:
     name: str
     title: str
     run: Callable[[Context], list[Cell]]
+    data: dict[str, str] = field(default_factory=dict)  # preset → the dataset it trains on (none: trains nothing)
 
 
 def slug(text: str) -> str:
@@ -112,13 +113,17 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-").lower() or "row"
 
 
-def push_trained(ctx: Context, json_path: Path, bibtex: str = "") -> list[str]:
+# What each kind of target trains on, per preset (`Target.data`).
+CIFAR10 = {"smoke": "cifar10-sample", "short": "cifar10", "paper": "cifar10"}
+
+
+def push_trained(ctx: Context, json_path: Path, bibtex: str = "", private: bool = False) -> list[str]:
     """--push-to-hub REPO: upload each trained row's weights (Hub layout) with a model card, as REPO-<row>."""
     from .hub import upload_run
 
     results = json.loads(Path(json_path).read_text())
     return [upload_run(run.directory, ctx.out_dir / "hub" / slug(row), results, f"{ctx.push_to_hub}-{slug(row)}",
-                       bibtex) for row, run in ctx.runs.items()]
+                       bibtex, private=private) for row, run in ctx.runs.items()]
 
 
 def _git(*args: str) -> str:

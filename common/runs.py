@@ -18,8 +18,10 @@ now or reused.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 import shutil
 from dataclasses import asdict, dataclass, fields, is_dataclass, replace
 from pathlib import Path
@@ -157,6 +159,23 @@ def _write_json(record: dict, path: Path) -> None:
     atomic_write_text(json.dumps(record, indent=2) + "\n", path)
 
 
+def _save_weights(model: nn.Module, directory: Path) -> None:
+    """save_pretrained into a temporary folder, then move its files in: never a partial weights file."""
+    from .train import OutputError
+
+    staging = directory / f".weights.tmp{os.getpid()}"
+    try:
+        model.save_pretrained(staging)
+        for path in staging.iterdir():
+            os.replace(path, directory / path.name)
+    except OSError as error:
+        full = getattr(error, "errno", None) == errno.ENOSPC
+        raise OutputError(f"no space left on {directory}" if full else f"cannot write weights into {directory}: "
+                          f"{error.strerror or error}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def _load_weights(model: nn.Module, directory: Path) -> None:
     type(model)._load_as_safetensor(model, str(directory / "model.safetensors"), "cpu", True)
 
@@ -207,7 +226,7 @@ def train(row: str, spec: ModelSpec, data: DataBundle, config: TrainConfig, meth
                      resume=has_checkpoint, progress=progress, desc=row)
         model = fitted.model
         if _is_main():
-            model.save_pretrained(directory)
+            _save_weights(model, directory)
             kind = type(model)
             _write_json({**record, "finished": True, "class": f"{kind.__module__}.{kind.__qualname__}",
                          "epochs": len(fitted.history), "final": fitted.history[-1] if fitted.history else {}},

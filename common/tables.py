@@ -10,7 +10,7 @@ from __future__ import annotations
 from .backbones import input_size
 from .hub import HubBackbone
 from .metrics import count_params, model_macs
-from .reproduction import Cell, Context, Target
+from .reproduction import CIFAR10, Cell, Context, Target
 from .runs import ModelSpec
 from .train import TrainConfig
 
@@ -96,7 +96,7 @@ def run_imagenet_backbones(ctx: Context) -> list[Cell]:
 
 TARGETS = {
     "cifar10-resnet": Target("baselines", "cifar10-resnet",
-                             "He et al. 2016 CIFAR-10 ResNets (Table 6)", run_cifar10_resnet),
+                             "He et al. 2016 CIFAR-10 ResNets (Table 6)", run_cifar10_resnet, data=CIFAR10),
     "imagenet-backbones": Target("baselines", "imagenet-backbones",
                                  "ImageNet backbones: params and MACs vs the papers' quotes", run_imagenet_backbones),
 }

@@ -15,6 +15,7 @@ Runs unchanged under `accelerate launch` on several GPUs.
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -173,20 +174,38 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def atomic_save(obj, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a kill never leaves a half-written file."""
+class OutputError(OSError):
+    """A result, checkpoint or weights file that cannot be written; the message names the folder."""
+
+
+# (run folder, epochs finished) of the last checkpoint written in this process: what an interrupt reports.
+last_checkpoint: tuple[str, int] | None = None
+
+
+def atomic_write(write: Callable[[Path], None], path: Path) -> None:
+    """`write` a temporary file, then rename it to `path`: a kill or a full disk never leaves a partial file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as error:  # torch.save reports a full disk as a RuntimeError
+        tmp.unlink(missing_ok=True)
+        full = getattr(error, "errno", None) == errno.ENOSPC or "No space left" in str(error) \
+            or "file write failed" in str(error)
+        if full:
+            raise OutputError(f"no space left on {path.parent}: free some space and rerun (with --resume)") from None
+        raise OutputError(f"cannot write {path}: {getattr(error, 'strerror', None) or error}") from None
+
+
+def atomic_save(obj, path: Path) -> None:
+    """torch.save to a temporary file, then rename: a kill never leaves a half-written file."""
+    atomic_write(lambda tmp: torch.save(obj, tmp), path)
 
 
 def atomic_write_text(text: str, path: Path) -> None:
     """Write a text file through a temporary file and rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(lambda tmp: tmp.write_text(text), path)
 
 
 @dataclass
@@ -258,6 +277,7 @@ def fit(model: nn.Module, data: DataBundle, config: TrainConfig, out_dir: str | 
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
 
+    global last_checkpoint
     method = method or Method()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -373,6 +393,7 @@ def fit(model: nn.Module, data: DataBundle, config: TrainConfig, out_dir: str | 
                          "rng": _rng_state(), "config": asdict(config),
                          "num_processes": accelerator.num_processes}, checkpoint_path)
             atomic_write_text(jsonl(history), log_path)
+            last_checkpoint = (str(out_dir), epoch + 1)
             if progress:
                 tqdm.write(f"{desc} epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.3f} "
                            f"test top-1 {record['test_top1']:.2f}% ({train_time:.1f} s)")

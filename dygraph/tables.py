@@ -12,7 +12,7 @@ import torch
 
 from common.backbones import input_size
 from common.metrics import count_macs, count_params, measure_latency, model_macs
-from common.reproduction import Cell, Context, Target, device_description
+from common.reproduction import CIFAR10, Cell, Context, Target, device_description
 from common.runs import ModelSpec, Run
 from common.train import GroupSpec, Method, TrainConfig
 
@@ -382,12 +382,12 @@ def run_fig_edges(ctx: Context) -> list[Cell]:
 
 
 TARGETS = {
-    "table1": Target("dygraph", "table1", "DY-Graph Table 1: params, FLOPs, top-1 of baselines vs DY-Graph", run_table1),
+    "table1": Target("dygraph", "table1", "DY-Graph Table 1: params, FLOPs, top-1 of baselines vs DY-Graph", run_table1, data={**CIFAR10, "paper": "imagenet"}),
     "table2": Target("dygraph", "table2", "DY-Graph Table 2: COCO detection backbones (Faster R-CNN + FPN)", run_table2),
     "table3": Target("dygraph", "table3", "DY-Graph Table 3: vs InstaNAS, latency of MobileNetV2", run_table3),
-    "table4": Target("dygraph", "table4", "DY-Graph Table 4: vs RandWire (ER, BA, WS), small regime", run_table4),
-    "table5": Target("dygraph", "table5", "DY-Graph Table 5: vs NAS networks, mobile setting", run_table5),
-    "table6": Target("dygraph", "table6", "DY-Graph Table 6: static α vs dynamic α_b", run_table6),
+    "table4": Target("dygraph", "table4", "DY-Graph Table 4: vs RandWire (ER, BA, WS), small regime", run_table4, data={"paper": "imagenet"}),
+    "table5": Target("dygraph", "table5", "DY-Graph Table 5: vs NAS networks, mobile setting", run_table5, data={"paper": "imagenet"}),
+    "table6": Target("dygraph", "table6", "DY-Graph Table 6: static α vs dynamic α_b", run_table6, data={**CIFAR10, "paper": "imagenet"}),
     "fig-edges": Target("dygraph", "fig-edges", "DY-Graph: learned adjacency for test images and a class mean",
-                        run_fig_edges),
+                        run_fig_edges, data=CIFAR10),
 }

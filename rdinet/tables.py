@@ -17,7 +17,7 @@ from common.data import dataset_info
 from common.dynamic import decisions, expected_macs_of, macs_profile, set_mode
 from common.hub import HubBackbone
 from common.metrics import count_params, expected_macs, model_macs
-from common.reproduction import Cell, Context, Target
+from common.reproduction import CIFAR10, Cell, Context, Target
 from common.runs import ModelSpec
 from common.train import Method, TrainConfig
 
@@ -304,11 +304,11 @@ def run_imagenet(ctx: Context) -> list[Cell]:
 
 
 TARGETS = {
-    "table2": Target("rdinet", "table2", "RDI-Net Table 2: USW / relational router / SRM ablation, ResNet-110", run_table2),
-    "table3": Target("rdinet", "table3", "RDI-Net Table 3: decay rate γ and Auto edges, CIFAR-10 ResNet-110", run_table3),
-    "fig5": Target("rdinet", "fig5", "RDI-Net Fig. 5(a): CIFAR-10 accuracy vs GMACs over target rates", run_fig5),
-    "fig7": Target("rdinet", "fig7", "RDI-Net Fig. 7: number of preceding routers r and weight α", run_fig7),
-    "fig9": Target("rdinet", "fig9", "RDI-Net Fig. 9: executing rate per block, RDI-Net vs vanilla", run_fig9),
+    "table2": Target("rdinet", "table2", "RDI-Net Table 2: USW / relational router / SRM ablation, ResNet-110", run_table2, data=CIFAR10),
+    "table3": Target("rdinet", "table3", "RDI-Net Table 3: decay rate γ and Auto edges, CIFAR-10 ResNet-110", run_table3, data=CIFAR10),
+    "fig5": Target("rdinet", "fig5", "RDI-Net Fig. 5(a): CIFAR-10 accuracy vs GMACs over target rates", run_fig5, data=CIFAR10),
+    "fig7": Target("rdinet", "fig7", "RDI-Net Fig. 7: number of preceding routers r and weight α", run_fig7, data=CIFAR10),
+    "fig9": Target("rdinet", "fig9", "RDI-Net Fig. 9: executing rate per block, RDI-Net vs vanilla", run_fig9, data=CIFAR10),
     "imagenet": Target("rdinet", "imagenet", "RDI-Net Figs. 5(c)/6(c): ImageNet RDI-Net50/101 params and GMACs",
-                       run_imagenet),
+                       run_imagenet, data={"paper": "imagenet"}),
 }

@@ -1,23 +1,46 @@
-"""`python -m reproduce list` / `python -m reproduce <paper> <target> --preset … [--out DIR] …`.
+"""Reproduce the tables and figures of four dynamic-network papers.
 
-Thin by design: parse arguments, look the target up in the paper folder's `tables.py`, run it,
-write its results through `common.reproduction`.
+    python -m reproduce list                                  every target: what it trains and reads
+    python -m reproduce <paper> <target> [options]            run one table or figure
+    python -m reproduce readme <paper> [--results DIR]        regenerate a README's results block
+
+Thin by design: parse and check the arguments before any work, look the target up in the paper
+folder's `tables.py`, run it, write its results through `common.reproduction`. Every mistake ends
+in one line on stderr and a non-zero exit.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 
-from common.data import DataError
-from common.runs import RunError, TrainingError
+from common.data import DataError, check_local
+from common.hub import HubError, WeightsError, check_hub_repo
 from common.reproduction import PRESETS, Context, Target, push_trained, update_readme, write_results
+from common.runs import RunError, TrainingError
+from common.train import OutputError
 
 # paper name → module holding its TARGETS
 PAPERS = {"baselines": "common.tables", "adanet": "adanet.tables", "rdinet": "rdinet.tables",
           "dygraph": "dygraph.tables", "adn": "adn.tables"}
+REPO = Path(__file__).resolve().parent.parent
+KNOWN_ERRORS = (DataError, RunError, TrainingError, OutputError, HubError, WeightsError)
+
+
+class UsageError(ValueError):
+    """A command line that cannot run; the message says what to change."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises one line instead of printing usage and exiting."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message}. See `{self.prog} --help`.")
 
 
 def targets(paper: str) -> dict[str, Target]:
@@ -38,74 +61,137 @@ def all_targets() -> dict[str, dict[str, Target]]:
 
 def _bibtex(paper: str) -> str:
     """The paper folder's CITATION.bib, if it has one."""
-    path = Path(__file__).resolve().parent.parent / paper / "CITATION.bib"
+    path = REPO / paper / "CITATION.bib"
     return path.read_text() if path.exists() else ""
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, status: int = 2) -> int:
     print(f"error: {message}", file=sys.stderr)
-    return 2
+    return status
 
 
 def _readme(argv: list[str]) -> int:
     """`python -m reproduce readme <paper> [--results DIR]`: regenerate a README's results block."""
-    parser = argparse.ArgumentParser(prog="python -m reproduce readme")
+    parser = Parser(prog="python -m reproduce readme")
     parser.add_argument("paper")
     parser.add_argument("--results", default="results")
     args = parser.parse_args(argv)
     if args.paper not in PAPERS:
-        return _fail(f"unknown paper {args.paper!r}. Valid choices: {', '.join(PAPERS)}.")
-    folder = "common" if args.paper == "baselines" else args.paper
-    readme = Path(__file__).resolve().parent.parent / ("README.md" if folder == "common" else f"{folder}/README.md")
+        raise UsageError(f"unknown paper {args.paper!r}. Valid choices: {', '.join(PAPERS)}.")
+    readme = REPO / ("README.md" if args.paper == "baselines" else f"{args.paper}/README.md")
     paths = sorted(Path(args.results).glob(f"{args.paper}-*.json"))
+    if not paths:
+        raise UsageError(f"no {args.paper}-*.json results in {args.results}: run a target first or point "
+                         f"--results at the folder that holds them.")
+    for path in paths:
+        try:
+            record = json.loads(path.read_text())
+            record["cells"], record["provenance"]["command"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise UsageError(f"cannot read results file {path}: {type(error).__name__}: {error}") from None
     update_readme(readme, paths)
     print(f"updated {readme} from {len(paths)} results file(s)")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status."""
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__.strip() + "\n\nPapers: " + ", ".join(PAPERS) + ". `python -m reproduce list` lists the targets.")
-        return 0
-    if argv[0] == "readme":
-        return _readme(argv[1:])
-    if argv[0] == "list":
-        for paper, found in all_targets().items():
-            for name, target in found.items():
-                print(f"{paper:10s} {name:22s} {target.title}")
-        return 0
-    parser = argparse.ArgumentParser(prog="python -m reproduce", description="Run one table or figure.")
-    parser.add_argument("paper")
-    parser.add_argument("target")
+def _list(argv: list[str]) -> int:
+    if argv:
+        raise UsageError(f"`list` takes no arguments; got {' '.join(argv)}.")
+    for paper, found in all_targets().items():
+        for name, target in found.items():
+            reads = ", ".join(f"{preset}: {data}" for preset, data in target.data.items()) or "no data, trains nothing"
+            print(f"{paper:10s} {name:22s} {target.title}  [{reads}]")
+    return 0
+
+
+def _out_dir(value: str) -> Path:
+    """--out: an existing or creatable writable directory."""
+    if not value.strip():
+        raise UsageError("--out is empty: give a folder for the results, e.g. --out results.")
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {value} is a file, not a folder: give a folder for the results.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"--out {value}: cannot create the folder ({error.strerror or error}).") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {value} is not writable: choose a folder you can write to.")
+    return path
+
+
+def _seed(value: str) -> int:
+    try:
+        seed = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seed {value!r} is not a whole number from 0 to 4294967295") from None
+    if not 0 <= seed < 2**32:
+        raise argparse.ArgumentTypeError(f"--seed {seed} is outside 0 … 4294967295")
+    return seed
+
+
+def _run_parser() -> Parser:
+    parser = Parser(prog="python -m reproduce", description="Run one table or figure.")
+    parser.add_argument("paper", help=f"one of: {', '.join(PAPERS)}")
+    parser.add_argument("target", help="a target of that paper (`python -m reproduce list`)")
     parser.add_argument("--preset", default="smoke",
                         help="smoke: CPU minutes on the packaged sample; short: one GPU, shortened schedule; "
                              "paper: the paper's recipe")
-    parser.add_argument("--out", default="results", help="folder for the JSON, Markdown and figures")
-    parser.add_argument("--data-dir", default=None, help="local dataset folder (parquet in the Hub layout or image folder)")
+    parser.add_argument("--out", default="results", help="folder for the JSON, Markdown, figures and runs")
+    parser.add_argument("--data-dir", default=None,
+                        help="local dataset folder (parquet in the Hub layout or image folder); not on smoke")
     parser.add_argument("--resume", action="store_true", help="continue each unfinished run from its last checkpoint")
     parser.add_argument("--restart", action="store_true", help="start each unfinished run over")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--push-to-hub", default=None, metavar="REPO", help="upload trained weights + card")
-    args = parser.parse_args(argv)
+    parser.add_argument("--seed", type=_seed, default=0, help="0 … 2^32−1 (default 0)")
+    parser.add_argument("--push-to-hub", default=None, metavar="REPO",
+                        help="upload every trained row's weights + card as REPO-<row> (needs a token)")
+    parser.add_argument("--private", action="store_true", help="with --push-to-hub: create private repos")
+    return parser
+
+
+def _check(args: argparse.Namespace, target: Target) -> None:
+    """Everything that can be checked before any work starts."""
+    if args.resume and args.restart:
+        raise UsageError("--resume and --restart exclude each other: continue the unfinished runs or start them over.")
+    reads = target.data.get(args.preset)
+    if args.data_dir is not None:
+        if args.preset == "smoke":
+            raise UsageError("--data-dir is not read by the smoke preset (it trains on the packaged CIFAR-10 sample): "
+                             "drop it, or choose --preset short or paper.")
+        if reads is None:
+            raise UsageError(f"{target.paper} {target.name} reads no dataset on preset {args.preset}: drop --data-dir.")
+        check_local(reads, args.data_dir)
+    if args.private and not args.push_to_hub:
+        raise UsageError("--private goes with --push-to-hub REPO.")
+    if args.push_to_hub:
+        if reads is None:
+            raise UsageError(f"{target.paper} {target.name} trains nothing on preset {args.preset}, so there is "
+                             f"nothing to push: drop --push-to-hub.")
+        if args.preset == "smoke":
+            raise UsageError("smoke weights (a few steps on the packaged sample) are not pushed: use --preset short "
+                             "or paper with --push-to-hub.")
+        check_hub_repo(args.push_to_hub)
+
+
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _run(argv: list[str]) -> int:
+    args = _run_parser().parse_args(argv)
     if args.paper not in PAPERS:
-        return _fail(f"unknown paper {args.paper!r}. Valid choices: {', '.join(PAPERS)}.")
+        raise UsageError(f"unknown paper {args.paper!r}. Valid choices: {', '.join(PAPERS)}.")
+    if args.preset not in PRESETS:
+        raise UsageError(f"unknown preset {args.preset!r}. Valid choices: {', '.join(PRESETS)}.")
     found = targets(args.paper)
     if args.target not in found:
-        valid = ", ".join(found) or "none yet"
-        return _fail(f"unknown target {args.target!r} for {args.paper}. Valid choices: {valid}.")
-    if args.preset not in PRESETS:
-        return _fail(f"unknown preset {args.preset!r}. Valid choices: {', '.join(PRESETS)}.")
+        raise UsageError(f"unknown target {args.target!r} for {args.paper}. Valid choices: {', '.join(found) or 'none yet'}.")
     target = found[args.target]
-    if args.resume and args.restart:
-        return _fail("--resume and --restart exclude each other: continue the unfinished runs or start them over.")
-    ctx = Context(args.paper, args.target, args.preset, Path(args.out), args.data_dir, args.resume,
-                  args.seed, args.push_to_hub, args.restart, command="python -m reproduce " + shlex.join(argv))
-    try:
-        cells = target.run(ctx)
-    except (DataError, RunError, TrainingError) as error:
-        return _fail(str(error))
+    _check(args, target)
+    out = _out_dir(args.out)
+    ctx = Context(args.paper, args.target, args.preset, out, args.data_dir, args.resume, args.seed,
+                  args.push_to_hub, args.restart, command="python -m reproduce " + shlex.join(argv))
+    cells = target.run(ctx)
     from common.train import process_state
 
     if not process_state().is_main_process:  # under `accelerate launch`, one process writes
@@ -114,6 +200,37 @@ def main(argv: list[str] | None = None) -> int:
     print(md_path.read_text())
     print(f"wrote {json_path} and {md_path}")
     if args.push_to_hub:
-        for repo_id in push_trained(ctx, json_path, _bibtex(args.paper)):
+        for repo_id in push_trained(ctx, json_path, _bibtex(args.paper), private=args.private):
             print(f"pushed {repo_id}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip() + "\n\nPapers: " + ", ".join(PAPERS) + ". Options of a run:\n")
+        print(_run_parser().format_help().split("options:", 1)[-1].rstrip())
+        return 0
+    previous = signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        if argv[0] == "readme":
+            return _readme(argv[1:])
+        if argv[0] == "list":
+            return _list(argv[1:])
+        return _run(argv)
+    except UsageError as error:
+        return _fail(str(error))
+    except KNOWN_ERRORS as error:
+        return _fail(str(error))
+    except OSError as error:  # a file the run had to write or read: name it
+        where = f"{error.filename}: " if error.filename else ""
+        return _fail(f"{where}{error.strerror or error}")
+    except KeyboardInterrupt:
+        from common.train import last_checkpoint
+
+        where = (f" after epoch {last_checkpoint[1]} of {last_checkpoint[0]}" if last_checkpoint else
+                 " before any epoch finished")
+        return _fail(f"interrupted{where}; finished runs are kept: rerun with --resume to continue.", 130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)

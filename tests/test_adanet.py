@@ -242,15 +242,20 @@ def test_figures_reuse_table1_runs_and_a_new_lambda_makes_new_runs(tmp_path, mon
     uploads = []
 
     class FakeApi:
-        def create_repo(self, repo_id, exist_ok):
+        def create_repo(self, repo_id, exist_ok, private=False):
             uploads.append(repo_id)
 
         def upload_folder(self, folder_path, repo_id):
             assert {"config.json", "model.safetensors", "README.md"} <= {p.name for p in Path(folder_path).iterdir()}
 
+    # fig8's one trained row is pushed (it was silently skipped before). The CLI pushes no smoke weights,
+    # so the push itself is called here on the smoke target's context.
+    from common.reproduction import Context, push_trained, write_results
+
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
-    assert cli.main(["adanet", "fig8", "--out", str(tmp_path), "--push-to-hub", "me/x"]) == 0
-    assert uploads == ["me/x-adanet-110"]  # fig8's one trained row is pushed (it was silently skipped before)
+    ctx = Context("adanet", "fig8", "smoke", tmp_path, push_to_hub="me/x")
+    json_path, _ = write_results(ctx, tables.TARGETS["fig8"], tables.TARGETS["fig8"].run(ctx))
+    assert push_trained(ctx, json_path) == ["me/x-adanet-110"] and uploads == ["me/x-adanet-110"]
 
     monkeypatch.setitem(tables.CIFAR_METHOD, "lam", 1.0)
     assert cli.main(["adanet", "fig3", "--out", str(tmp_path)]) == 0

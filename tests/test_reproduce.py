@@ -93,7 +93,10 @@ def test_push_to_hub_saves_card_and_uploads_each_trained_row(tmp_path, monkeypat
     uploads = []
 
     class FakeApi:
-        def create_repo(self, repo_id, exist_ok):
+        def whoami(self, token):
+            return {"name": "me"}
+
+        def create_repo(self, repo_id, exist_ok, private=False):
             uploads.append(("create", repo_id))
 
         def upload_folder(self, folder_path, repo_id):
@@ -110,9 +113,11 @@ def test_push_to_hub_saves_card_and_uploads_each_trained_row(tmp_path, monkeypat
         return fake_target(ctx)
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setenv("HF_TOKEN", "hf_fake")
     monkeypatch.setitem(cli.PAPERS, "fake", "fake")
-    monkeypatch.setattr(cli, "targets", lambda paper: {"t1": Target("fake", "t1", "A fake table", trains)})
-    assert cli.main(["fake", "t1", "--out", str(tmp_path), "--push-to-hub", "me/fake"]) == 0
+    monkeypatch.setattr(cli, "targets", lambda paper: {"t1": Target("fake", "t1", "A fake table", trains,
+                                                                    data={"short": "cifar10"})})
+    assert cli.main(["fake", "t1", "--preset", "short", "--out", str(tmp_path), "--push-to-hub", "me/fake"]) == 0
     assert uploads == [("create", "me/fake-resnet-20"),
                        ("upload", "me/fake-resnet-20", ["README.md", "config.json", "model.safetensors"])]
     assert "| Net A | 1.728 (1.7) |" in (tmp_path / "hub" / "resnet-20" / "README.md").read_text()
