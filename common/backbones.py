@@ -132,12 +132,26 @@ def list_backbones() -> list[str]:
     return sorted(BACKBONES)
 
 
-def create_backbone(name: str, num_classes: int | None = None) -> nn.Module:
-    """Build a backbone by name with freshly initialised weights."""
+def create_backbone(name: str, num_classes: int | None = None, in_chans: int = 3) -> nn.Module:
+    """Build a backbone by name with freshly initialised weights; `in_chans` input channels (timm's name)."""
     if name not in BACKBONES:
         raise ValueError(f"Unknown backbone {name!r}. Valid choices: {', '.join(list_backbones())}.")
+    if in_chans < 1:
+        raise ValueError(f"in_chans must be a positive number of input channels; got {in_chans}.")
     builder, default_classes, _ = BACKBONES[name]
-    return builder(num_classes=num_classes or default_classes)
+    model = builder(num_classes=num_classes or default_classes)
+    if in_chans != 3:
+        set_in_chans(model, in_chans)
+    return model
+
+
+def set_in_chans(model: nn.Module, in_chans: int) -> None:
+    """Replace the first convolution by one that takes `in_chans` channels (freshly initialised)."""
+    name, conv = next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
+    parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+    replacement = nn.Conv2d(in_chans, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                            conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode)
+    setattr(parent, name.rpartition(".")[2], replacement)
 
 
 def input_size(name: str) -> tuple[int, int, int]:

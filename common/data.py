@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,6 +131,7 @@ def _load_hf_split(name: str, split: str, data_dir: Path | None):
         files = _parquet_files(data_dir, split)
         if not files:
             raise DataError(f"No {split}-*.parquet under {data_dir} for {name}.")
+        _check_parquet(files)
         return datasets.load_dataset("parquet", data_files={split: [str(f) for f in files]}, split=split), files
     try:
         return datasets.load_dataset(info.hub_id, split=split), []
@@ -136,9 +139,20 @@ def _load_hf_split(name: str, split: str, data_dir: Path | None):
         raise DataError(
             f"Could not load {name} from the Hub ({info.hub_id}): {type(error).__name__}: {error}. "
             f"Download it where you have network (`huggingface-cli download --repo-type dataset "
-            f"{info.hub_id} --local-dir DIR`) and pass --data-dir DIR (or set DYNNETS_DATA_DIR). "
-            f"On this project's machines, CIFAR-10 lies in ../shared/data/cifar10."
+            f"{info.hub_id} --local-dir DIR`) and pass --data-dir DIR (or set DYNNETS_DATA_DIR)."
         ) from None
+
+
+def _check_parquet(files: list[Path]) -> None:
+    """Every file is a readable parquet file (a truncated download fails here, naming the file)."""
+    import pyarrow
+    import pyarrow.parquet as pq
+
+    for path in files:
+        try:
+            pq.ParquetFile(path).metadata
+        except (OSError, pyarrow.ArrowException) as error:
+            raise DataError(f"{path} is not a readable parquet file ({error}); download it again.") from None
 
 
 @dataclass
@@ -163,30 +177,82 @@ def load_tensors(name: str, split: str, data_dir: str | os.PathLike | None = Non
             raise DataError(f"No {split}-*.parquet under {local} for {name}.")
         key, source = fingerprint(files), str(local)
         cache = CACHE_DIR / f"{name}-{split}-{key}.pt"
-        if cache.exists():
-            cached = torch.load(cache, weights_only=True)
+        cached = _read_cache(cache)
+        if cached is not None:
             return TensorSplit(cached["images"], cached["labels"], source, key)
     else:
-        key, source, cache = f"hub:{info.hub_id}", info.hub_id, None
+        key, source, cache, files = f"hub:{info.hub_id}", info.hub_id, None, []
     table, _ = _load_hf_split(name, split, local)
-    images, labels = _decode(table, info)
+    images, labels = _decode(table, info, ", ".join(str(f) for f in files) or info.hub_id)
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"images": images, "labels": labels}, tmp)
-        os.replace(tmp, cache)
+        _write_cache(cache, images, labels)
     return TensorSplit(images, labels, source, key)
 
 
-def _decode(table, info: DatasetInfo) -> tuple[torch.Tensor, torch.Tensor]:
+def _checksum(images: torch.Tensor, labels: torch.Tensor) -> str:
+    digest = hashlib.sha256(images.contiguous().numpy().tobytes())
+    digest.update(labels.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _read_cache(cache: Path) -> dict | None:
+    """The cached tensors when the file is readable and its checksum matches; else None (and it is rebuilt)."""
+    if not cache.exists():
+        return None
+    try:
+        cached = torch.load(cache, weights_only=True)
+        intact = cached["checksum"] == _checksum(cached["images"], cached["labels"])
+    except (OSError, RuntimeError, KeyError, TypeError, EOFError, ValueError, pickle.UnpicklingError) as error:
+        print(f"The data cache {cache} cannot be read ({type(error).__name__}); rebuilding it.", file=sys.stderr)
+        return None
+    if not intact:
+        print(f"The data cache {cache} does not match its checksum; rebuilding it.", file=sys.stderr)
+        return None
+    return cached
+
+
+def _write_cache(cache: Path, images: torch.Tensor, labels: torch.Tensor) -> None:
+    tmp = cache.with_name(f".{cache.name}.tmp{os.getpid()}")
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"images": images, "labels": labels, "checksum": _checksum(images, labels)}, tmp)
+        os.replace(tmp, cache)
+    except (OSError, RuntimeError) as error:
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"Cannot write the data cache {cache}: {getattr(error, 'strerror', None) or error}. "
+                        f"Set DYNNETS_CACHE to a writable folder.") from None
+
+
+def _decode(table, info: DatasetInfo, source: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 [N, C, H, W] images and int64 labels, every image and label checked against the dataset."""
     import numpy as np
 
+    missing = [c for c in (info.image_column, info.label_column) if c not in table.column_names]
+    if missing:
+        raise DataError(f"{source} has no column {', '.join(map(repr, missing))} (columns: "
+                        f"{', '.join(table.column_names)}); expected {info.image_column!r} and {info.label_column!r}.")
     table = table.with_format("numpy")
-    images = np.stack([np.asarray(image) for image in table[info.image_column]])
-    if images.ndim == 3:
-        images = images[:, :, :, None]
-    images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    channels = len(info.mean)
+    expected = (info.image_size, info.image_size, channels)
+    try:
+        column = table[info.image_column]
+    except (OSError, ValueError, TypeError) as error:  # PIL's UnidentifiedImageError is an OSError
+        raise DataError(f"{source}: an image cannot be decoded ({type(error).__name__}: {error}).") from None
+    arrays = []
+    for index, image in enumerate(column):
+        array = np.asarray(image)
+        if array.ndim == 2:
+            array = array[:, :, None]
+        if array.shape != expected:
+            raise DataError(f"{source}: image {index} is {'×'.join(map(str, array.shape))} (H×W×C); every image of "
+                            f"this dataset must be {'×'.join(map(str, expected))}.")
+        arrays.append(array)
+    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     labels = torch.as_tensor(np.asarray(table[info.label_column]), dtype=torch.int64)
+    bad = ((labels < 0) | (labels >= info.num_classes)).nonzero()
+    if len(bad):
+        index = int(bad[0])
+        raise DataError(f"{source}: label {int(labels[index])} of image {index} is outside 0 … {info.num_classes - 1}.")
     return images, labels
 
 
@@ -248,6 +314,17 @@ def imagenet_transforms(train: bool, size: int = 224):
     return transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize(info.mean, info.std)])
 
 
+def load_image(path: str):
+    """An RGB PIL image; a file that is no readable image is a `DataError` naming it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with open(path, "rb") as handle:
+            return Image.open(handle).convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError) as error:
+        raise DataError(f"{path} is not a readable image ({type(error).__name__}: {error}); remove or replace it.") from None
+
+
 def imagenet_dataset(split: str, data_dir: str | os.PathLike | None = None) -> Dataset:
     """ImageNet (or any image folder) with the standard transforms: `train/` and `val/` folders, or the Hub."""
     train = split == "train"
@@ -259,7 +336,7 @@ def imagenet_dataset(split: str, data_dir: str | os.PathLike | None = None) -> D
         folder = local / ("train" if train else "val")
         if not folder.is_dir():
             raise DataError(f"Image folder {folder} is missing; ImageNet folders need train/ and val/.")
-        return ImageFolder(str(folder), transform=transform)
+        return ImageFolder(str(folder), transform=transform, loader=load_image)
     table, _ = _load_hf_split("imagenet", "train" if train else "validation", local)
 
     def apply(batch):

@@ -63,11 +63,62 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: 
         raise WeightsError(f"Weights in {source} do not fit {type(model).__name__}: "
                            + ", ".join(p for p in parts if p)
                            + ". Check that the model name and its config match the checkpoint.")
+    dtypes = [f"{k} ({state[k].dtype} vs {own[k].dtype})" for k in own if state[k].dtype != own[k].dtype]
+    if dtypes:
+        raise WeightsError(f"Weights in {source} have other dtypes than {type(model).__name__}: {', '.join(dtypes[:3])}"
+                           f"{f' and {len(dtypes) - 3} more' if len(dtypes) > 3 else ''}; save them in the model's dtype.")
+    broken = [k for k, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if broken:
+        raise WeightsError(f"Weights in {source} hold NaN or infinite values in {len(broken)} tensor(s) "
+                           f"(e.g. {', '.join(broken[:3])}): the checkpoint is broken.")
     model.load_state_dict(state, strict=True)
+
+
+def _check_local_weights(folder: Path, cls: type) -> None:
+    """A local weights folder has model.safetensors and a config.json whose fields `cls` takes."""
+    import inspect
+
+    if not (folder / "model.safetensors").is_file():
+        found = sorted(p.name for p in folder.iterdir())[:8]
+        raise WeightsError(f"{folder} has no model.safetensors (found: {', '.join(found) or 'nothing'}); "
+                           f"point at a folder written by save_pretrained.")
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        return
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, ValueError) as error:
+        raise WeightsError(f"{config_file} is not valid JSON ({error}).") from None
+    if not isinstance(config, dict):
+        raise WeightsError(f"{config_file} must hold a JSON object of {cls.__name__}'s arguments.")
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    unknown = sorted(set(config) - accepted)
+    if unknown:
+        raise WeightsError(f"{config_file}: field {unknown[0]!r} is not an argument of {cls.__name__} "
+                           f"(valid: {', '.join(sorted(accepted))}).")
 
 
 class HubModel(PyTorchModelHubMixin):
     """`PyTorchModelHubMixin` with strict, clearly failing loads."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *args, **kwargs):
+        """Load from a local folder or a Hub id; a missing folder, file or field is a `WeightsError` naming it."""
+        source = str(pretrained_model_name_or_path)
+        folder = Path(source).expanduser()
+        if folder.is_dir():
+            _check_local_weights(folder, cls)
+        elif folder.exists() or source.startswith((".", "/", "~")) or source.count("/") > 1:
+            raise WeightsError(f"No weights folder {source}: the path does not exist (or is a file).")
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except TypeError as error:  # a config field the constructor does not take, or a wrong type
+            raise WeightsError(f"The config of {source} does not fit {cls.__name__}: {error}.") from None
+        except (OSError, ValueError) as error:  # not a folder and not reachable on the Hub
+            if isinstance(error, WeightsError):
+                raise
+            raise WeightsError(f"{source} is neither a local weights folder nor reachable on the Hub "
+                               f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}).") from None
 
     @classmethod
     def _load_as_safetensor(cls, model, model_file: str, map_location: str, strict: bool):
@@ -91,9 +142,9 @@ class HubModel(PyTorchModelHubMixin):
 class HubBackbone(nn.Module, HubModel, library_name="dynnets", tags=["dynnets"], license="mit"):
     """A plain backbone from `common.backbones` (the static baselines) that saves to the Hub."""
 
-    def __init__(self, name: str = "resnet20_cifar", num_classes: int | None = None):
+    def __init__(self, name: str = "resnet20_cifar", num_classes: int | None = None, in_chans: int = 3):
         super().__init__()
-        self.net = create_backbone(name, num_classes)
+        self.net = create_backbone(name, num_classes, in_chans)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -20,5 +20,13 @@ def create_model(name: str, pretrained: bool | str = False, **kwargs) -> RDINet:
     if pretrained:
         if pretrained is True:
             raise ValueError("No default weights are published for RDI-Net; pass a Hub id or a local folder.")
-        return RDINet.from_pretrained(pretrained)
+        model = RDINet.from_pretrained(pretrained)
+        expected = {"backbone": BACKBONES[name], **kwargs}
+        config = model._hub_mixin_config
+        mismatched = [f"{key}={config.get(key)!r} (asked {value!r})" for key, value in expected.items()
+                      if config.get(key) != value]
+        if mismatched:
+            raise ValueError(f"The weights in {pretrained} are not {name} with these arguments: "
+                             f"{', '.join(mismatched)}.")
+        return model
     return RDINet(BACKBONES[name], **kwargs)

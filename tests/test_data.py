@@ -120,3 +120,88 @@ def test_imagenet_transforms_on_a_tiny_image_folder(tmp_path):
     x, _ = next(iter(bundle.train_loader))
     assert x.shape == (2, 3, 224, 224)
     assert bundle.preprocess(x, train=True) is x
+
+
+# ------------------------------------------------------------------ bad data: one DataError naming the file
+
+def _parquet(directory, images, labels, image_column="img", label_column="label"):
+    """train and test parquet files of the given uint8 arrays (H×W or H×W×C) and labels."""
+    import datasets
+    from PIL import Image
+
+    directory.mkdir(parents=True, exist_ok=True)
+    features = datasets.Features({image_column: datasets.Image(), label_column: datasets.Value("int64")})
+    for split in ("train", "test"):
+        table = datasets.Dataset.from_dict({image_column: [Image.fromarray(a) for a in images], label_column: labels},
+                                           features=features)
+        table.to_parquet(str(directory / f"{split}-00000-of-00001.parquet"))
+    return directory
+
+
+def _rgb(n=4, size=32):
+    return [np.full((size, size, 3), i, dtype=np.uint8) for i in range(n)]
+
+
+@pytest.mark.parametrize("case,message", [
+    ("truncated", r"train-00000-of-00001\.parquet is not a readable parquet file"),
+    ("columns", r"has no column 'img' \(columns: picture, label\)"),
+    ("labels", r"label 10 of image 3 is outside 0 … 9"),
+    ("size", r"image 0 is 28×28×3 \(H×W×C\); every image of this dataset must be 32×32×3"),
+    ("channels", r"image 0 is 32×32×1 \(H×W×C\); every image of this dataset must be 32×32×3"),
+])
+def test_bad_parquet_is_a_data_error_naming_the_file(tmp_path, case, message):
+    root = tmp_path / "cifar10"
+    if case == "truncated":
+        _parquet(root, _rgb(), [0, 1, 2, 3])
+        path = root / "train-00000-of-00001.parquet"
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif case == "columns":
+        _parquet(root, _rgb(), [0, 1, 2, 3], image_column="picture")
+    elif case == "labels":
+        _parquet(root, _rgb(), [0, 1, 2, 10])
+    elif case == "size":
+        _parquet(root, _rgb(size=28), [0, 1, 2, 3])
+    else:
+        _parquet(root, [np.zeros((32, 32), dtype=np.uint8)] * 4, [0, 1, 2, 3])
+    with pytest.raises(DataError, match=message) as raised:
+        load_tensors("cifar10", "train", root)
+    assert str(root) in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_corrupt_image_in_an_image_folder_names_the_file(tmp_path):
+    folder = tmp_path / "imagenet" / "train" / "n01"
+    folder.mkdir(parents=True)
+    (folder / "broken.JPEG").write_bytes(b"not a jpeg at all")
+    (tmp_path / "imagenet" / "val" / "n01").mkdir(parents=True)
+    dataset = D.imagenet_dataset("train", tmp_path / "imagenet")
+    with pytest.raises(DataError, match=r"broken\.JPEG is not a readable image"):
+        dataset[0]
+
+
+def test_corrupt_cache_is_rebuilt_with_a_message(tmp_path, capsys):
+    first = load_tensors("cifar10-sample", "test")
+    cache = next((tmp_path / "cache").glob("*.pt"))
+    state = torch.load(cache, weights_only=True)
+    state["images"][0, 0, 0, 0] += 1  # a flipped byte: the checksum no longer matches
+    torch.save(state, cache)
+    again = load_tensors("cifar10-sample", "test")
+    assert torch.equal(again.images, first.images)
+    assert f"The data cache {cache} does not match its checksum; rebuilding it." in capsys.readouterr().err
+    cache.write_bytes(b"garbage")
+    assert torch.equal(load_tensors("cifar10-sample", "test").images, first.images)
+    assert f"The data cache {cache} cannot be read" in capsys.readouterr().err
+
+
+def test_one_channel_fashion_mnist_parquet_trains_a_step(tmp_path):
+    """in_chans=1 (timm's name): a 28×28 grey dataset trains end to end through the run layer."""
+    from common.hub import HubBackbone
+    from common.runs import ModelSpec, train
+    from common.train import Method, TrainConfig
+
+    images = [np.random.default_rng(i).integers(0, 255, (28, 28), dtype=np.uint8) for i in range(16)]
+    root = _parquet(tmp_path / "fashion_mnist", images, list(range(10)) + [0] * 6, image_column="image")
+    data = build_data("fashion_mnist", root, batch_size=8, eval_batch_size=8)
+    assert data.input_size == (1, 28, 28)
+    run = train("grey", ModelSpec(HubBackbone, "resnet20_cifar", num_classes=10, in_chans=1), data,
+                TrainConfig(epochs=1, batch_size=8, milestones=()), Method(), tmp_path / "runs", progress=False)
+    assert len(run.history) == 1 and run.evaluation["logits"].shape == (16, 10)

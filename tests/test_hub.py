@@ -23,7 +23,7 @@ def saved_model(tmp_path):
 
 def test_round_trip_through_local_directory(tmp_path):
     model, directory = saved_model(tmp_path)
-    assert json.loads((directory / "config.json").read_text()) == {"name": "resnet20_cifar", "num_classes": 10}
+    assert json.loads((directory / "config.json").read_text()) == {"name": "resnet20_cifar", "num_classes": 10, "in_chans": 3}
     loaded = HubBackbone.from_pretrained(directory)
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(loaded(x), model(x))
@@ -92,3 +92,64 @@ def test_model_card_from_results_json(tmp_path):
     assert written.startswith(card.replace("from common.hub import HubBackbone as Model", "")[:40])
     assert "from common.hub import HubBackbone as Model" in written and f"Run key `{'k' * 64}`" in written
     assert (tmp_path / "card" / "model.safetensors").exists()
+
+
+# ------------------------------------------------------------------ broken weights: one WeightsError each
+
+def _saved(tmp_path):
+    folder = tmp_path / "weights"
+    HubBackbone("resnet20_cifar").save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("case,message", [
+    ("missing", r"No weights folder .*nope: the path does not exist"),
+    ("no-safetensors", r"has no model\.safetensors \(found: README\.md, config\.json, notes\.txt\)"),
+    ("bad-json", r"config\.json is not valid JSON"),
+    ("bad-field", r"config\.json: field 'depth' is not an argument of HubBackbone \(valid: in_chans, name, num_classes\)"),
+    ("dtype", r"other dtypes than HubBackbone: net\.conv1\.weight \(torch\.float16 vs torch\.float32\)"),
+    ("nan", r"NaN or infinite values in 1 tensor\(s\) \(e\.g\. net\.fc\.bias\)"),
+])
+def test_broken_weights_give_one_named_error(tmp_path, case, message):
+    folder = _saved(tmp_path)
+    if case == "missing":
+        folder = tmp_path / "nope"
+    elif case == "no-safetensors":
+        (folder / "model.safetensors").unlink()
+        (folder / "notes.txt").write_text("x")
+    elif case == "bad-json":
+        (folder / "config.json").write_text('{"name": ')
+    elif case == "bad-field":
+        (folder / "config.json").write_text(json.dumps({"name": "resnet20_cifar", "depth": 20}))
+    else:
+        state = load_file(folder / "model.safetensors")
+        if case == "dtype":
+            state["net.conv1.weight"] = state["net.conv1.weight"].half()
+        else:
+            state["net.fc.bias"][0] = float("nan")
+        save_file(state, folder / "model.safetensors")
+    with pytest.raises(WeightsError, match=message) as raised:
+        HubBackbone.from_pretrained(str(folder))
+    assert "\n" not in str(raised.value)
+
+
+def test_unknown_model_names_list_the_valid_ones():
+    import adanet
+    import adn
+    import dygraph
+    import rdinet
+
+    for package in (adanet, rdinet, dygraph, adn):
+        with pytest.raises(ValueError, match=r"Unknown model 'resnet9000'\. Valid choices: "):
+            package.create_model("resnet9000")
+
+
+def test_rdinet_pretrained_honours_name_and_arguments(tmp_path):
+    import rdinet
+
+    rdinet.create_model("rdinet32", num_classes=10, r=1).save_pretrained(tmp_path / "r")
+    assert rdinet.create_model("rdinet32", pretrained=str(tmp_path / "r"), num_classes=10, r=1) is not None
+    with pytest.raises(ValueError, match=r"not rdinet110 with these arguments: backbone='resnet32_cifar'"):
+        rdinet.create_model("rdinet110", pretrained=str(tmp_path / "r"))
+    with pytest.raises(ValueError, match=r"r=1 \(asked 2\)"):
+        rdinet.create_model("rdinet32", pretrained=str(tmp_path / "r"), r=2)
