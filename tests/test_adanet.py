@@ -238,6 +238,14 @@ def test_variant_arguments_are_checked():
         AdanetMethod(variant="code", gate_lr=0.1)
 
 
+def test_data_parallel_replicas_refuse_to_run():
+    model = create_model("adanet110").eval()
+    replica = model._replicate_for_data_parallel()  # what nn.DataParallel runs on each GPU
+    with pytest.raises(RuntimeError, match="DataParallel"):
+        replica(torch.randn(1, 3, 32, 32))
+    model(torch.randn(1, 3, 32, 32))  # the model itself runs
+
+
 def test_fgsm_and_jpeg():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))

@@ -345,6 +345,14 @@ def test_cifar100_code_path_trains():
     out.loss.backward()
 
 
+def test_data_parallel_replicas_refuse_to_run():
+    model = create_model("rdinet32", d=16).eval()
+    replica = model._replicate_for_data_parallel()  # what nn.DataParallel runs on each GPU
+    with pytest.raises(RuntimeError, match="DataParallel"):
+        replica(torch.randn(1, 3, 32, 32))
+    model(torch.randn(1, 3, 32, 32))  # the model itself runs
+
+
 def test_models_by_name_and_hub_round_trip(tmp_path):
     assert list_models() == ["rdinet101", "rdinet110", "rdinet32", "rdinet50"]
     with pytest.raises(ValueError, match="rdinet110"):
