@@ -230,7 +230,12 @@ def test_optimizer_groups_of_each_variant_follow_their_source():
 
 
 def test_variant_arguments_are_checked():
+    from adanet.tables import CIFAR_METHOD, IMAGENET_METHOD
+
     assert AdanetMethod().hparams()["variant"] == "paper"
+    for recipe in (CIFAR_METHOD, IMAGENET_METHOD):  # the tables train the paper's variant
+        hparams = AdanetMethod(**recipe).hparams()
+        assert (hparams["variant"], hparams["gate_lr"], hparams["gate_gamma"]) == ("paper", 2e-4, 0.4)
     assert AdanetMethod(variant="code").hparams()["gate_lr"] is None
     with pytest.raises(ValueError, match="'cod'.*paper, code"):
         AdanetMethod(variant="cod")
