@@ -54,9 +54,10 @@ class Gate(nn.Module):
     """The gating unit of Fig. 2: estimate P(execute) from channel means, then draw z ∈ {0, 1}.
 
     `batch_norm` adds a BatchNorm after the first layer, as the authors' code does (Eq. 5 has
-    none). The last layer's bias is set to the log-probabilities (log p, log(1 − p)) with
-    p = `init_rate` and its weights to N(0, 0.001²), so the gates open at ≈ p at the start
-    (Sec. 4.1: 85 %).
+    none). Both layers keep their biases either way (Eq. 5 has none): `batch_norm=False` is Eq. 5
+    plus C/d + 2 biases. The last layer's bias is set to the log-probabilities (log p, log(1 − p))
+    with p = `init_rate` and its weights to N(0, 0.001²), so the gates open at ≈ p at the start
+    (Sec. 4.1: 85 %; without that bias they would open at 50 %).
     """
 
     def __init__(self, channels: int, reduction: int, batch_norm: bool = True, init_rate: float = 0.85,
@@ -136,6 +137,9 @@ class Adanet(nn.Module, HubModel, library_name="dynnets", tags=["dynnets", "adan
                 stage.replace(position, GatedBlock(block, gate))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if getattr(self, "_is_replica", False):  # nn.DataParallel: the decisions would stay on the replicas
+            raise RuntimeError("Adanet cannot run under nn.DataParallel (each replica keeps its own gate "
+                               "decisions, lost after the forward): use DistributedDataParallel (accelerate launch).")
         return self.net(x)
 
     @property

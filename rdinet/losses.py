@@ -7,7 +7,24 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from common.dynamic import rate_loss as cost_loss  # L_cost of Eq. (15): Σ_n (v̄_n − t)², = Adanet's Eq. (8)
+from common.dynamic import rate_loss
+
+COST_READINGS = ("batch", "image")
+
+
+def cost_loss(paths: torch.Tensor, target: float, reading: str = "batch") -> torch.Tensor:
+    """L_cost of Eq. (15) for relaxed decisions `paths` [B, N], in one of two readings.
+
+    Eq. (15) prints Σ_n (v_n − t)² with v_n the relaxed decision of block n, without saying over
+    which images. "batch" (default): v_n is the batch mean v̄_n, Σ_n (v̄_n − t)² — an execution rate,
+    as the text calls the term, and Adanet's Eq. (8) (`common.dynamic.rate_loss`). "image": every
+    image's own v_n, (1/B) Σ_b Σ_n (v_bn − t)², which also pulls each soft decision towards t.
+    """
+    if reading not in COST_READINGS:
+        raise ValueError(f"Unknown cost reading {reading!r}; valid: {', '.join(COST_READINGS)}.")
+    if reading == "batch":
+        return rate_loss(paths, target)
+    return ((paths.float() - target) ** 2).sum(dim=1).mean()
 
 
 def colour_histogram(images: torch.Tensor, bins: int = 4) -> torch.Tensor:

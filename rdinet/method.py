@@ -1,13 +1,16 @@
 """RDI-Net training (Sec. 3.4) as a `common.train.Method`: Uniform Sampling Warm-up, then Eq. (16)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
+from common.data import dataset_info
 from common.dynamic import decisions, gated_blocks, probabilities
 from common.train import Method, StepOutput
 
-from .losses import colour_histogram, cost_loss, rank_loss, sample_distances
+from .losses import COST_READINGS, colour_histogram, cost_loss, rank_loss, sample_distances
 
 
 def uniform_path(x: torch.Tensor) -> torch.Tensor:
@@ -25,17 +28,32 @@ class RDIMethod(Method):
     """`warmup_epochs` of USW (L_cls on uniformly sampled paths, Eq. 14), then
     L = L_cls + L_cost + α·L_rank (Eq. 16) with target rate t (Eq. 15) and φ = `margin` (Eq. 12).
 
-    `mean`/`std`: the normalisation of the model input, undone to compute the colour histograms.
+    The colour histograms of L_rank (Eq. 10) are taken on pixels, so the model input's
+    normalisation is undone: give the `dataset` the inputs were normalised for (its mean/std come
+    from `common.data.dataset_info`), or `mean` and `std` both. `cost`: the reading of Eq. (15),
+    "batch" (batch-mean rate, default) or "image" (see `rdinet.losses.cost_loss`).
     """
 
     unused_parameters = True  # the warm-up's uniform draws leave the routers without gradients
 
     def __init__(self, target: float, alpha: float = 0.2, warmup_epochs: int = 0, margin: float = 0.5,
-                 bins: int = 4, mean: tuple[float, ...] = (0.0,), std: tuple[float, ...] = (1.0,)):
+                 bins: int = 4, *, dataset: str | None = None, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None, cost: str = "batch"):
         if not 0.0 <= target <= 1.0:
             raise ValueError(f"Target execution rate t must be in [0, 1]; got {target}.")
+        if cost not in COST_READINGS:
+            raise ValueError(f"Unknown cost reading {cost!r}; valid: {', '.join(COST_READINGS)}.")
+        if dataset is not None and (mean is not None or std is not None):
+            raise ValueError(f"Give dataset or mean/std, not both; got dataset={dataset!r}, mean={mean}, std={std}.")
+        if dataset is not None:
+            info = dataset_info(dataset)  # names the valid datasets if unknown
+            mean, std = info.mean, info.std
+        if mean is None or std is None or len(mean) != len(std) or not all(s > 0 for s in std):
+            raise ValueError(f"The histograms need the input normalisation: give dataset=<name> or mean and std "
+                             f"of one length with std > 0; got dataset=None, mean={mean}, std={std}.")
         self.target, self.alpha, self.warmup_epochs = target, alpha, warmup_epochs
-        self.margin, self.bins, self.mean, self.std = margin, bins, mean, std
+        self.margin, self.bins, self.cost = margin, bins, cost
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
         self._warming_up = warmup_epochs > 0
 
     def on_epoch_start(self, model: nn.Module, epoch: int) -> None:
@@ -56,7 +74,7 @@ class RDIMethod(Method):
         logs = {"ce": float(ce.detach()), "exec_rate": float(taken.detach().mean())}
         if self._warming_up:
             return StepOutput(ce, logits, logs)
-        cost = cost_loss(taken, self.target)
+        cost = cost_loss(taken, self.target, self.cost)                            # Eq. (15)
         loss = ce + cost
         logs["cost"] = float(cost.detach())
         if self.alpha:

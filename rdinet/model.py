@@ -156,6 +156,9 @@ class RDINet(nn.Module, HubModel, library_name="dynnets", tags=["dynnets", "rdin
         return [m for m in self.modules() if isinstance(m, RelationalRouter)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if getattr(self, "_is_replica", False):  # nn.DataParallel: replicas would share one RouterMemory
+            raise RuntimeError("RDINet cannot run under nn.DataParallel (its replicas would share one router memory "
+                               "and keep their decisions): use DistributedDataParallel (accelerate launch).")
         self.memory.clear()
         return self.net(x)
 

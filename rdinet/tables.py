@@ -13,7 +13,6 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from common.data import dataset_info
 from common.dynamic import decisions, expected_macs_of, macs_profile, set_mode
 from common.hub import HubBackbone
 from common.metrics import count_params, expected_macs, model_macs
@@ -105,8 +104,7 @@ def train_rdinet(ctx: Context, row: str, data, name: str = "rdinet110", *, targe
     warm = recipe.warmup_epochs if usw else 0
     config = replace(recipe.config, epochs=recipe.config.epochs + warm,
                      milestones=tuple(m + warm for m in recipe.config.milestones))
-    info = dataset_info(data.name)
-    method = RDIMethod(target, alpha, warm, MARGIN, mean=info.mean, std=info.std)
+    method = RDIMethod(target, alpha, warm, MARGIN, dataset=data.name)
     result = ctx.train(row, spec, data, config, method)
     taken = result.evaluation["decisions"]
     macs = expected_macs_of(result.model, data.input_size, taken)

@@ -166,6 +166,91 @@ def test_training_step_adds_lambda_times_target_loss_and_gates_get_their_own_gro
     assert model.net.layer1[0].gate.fc2.bias.grad.abs().sum() > 0
 
 
+def test_code_variant_rate_term_is_one_over_l_of_the_papers_on_the_same_decisions():
+    torch.manual_seed(0)
+    cifar = (torch.rand(32, 54) < 0.7).float()
+    paper, code = AdanetMethod(variant="paper"), AdanetMethod(variant="code")
+    by_hand = ((cifar.mean(0) - 0.6) ** 2).sum()                      # Eq. (8) as printed
+    assert paper.rate_term(cifar).item() == pytest.approx(by_hand.item(), rel=1e-6)
+    assert torch.equal(code.rate_term(cifar), paper.rate_term(cifar) / 54)
+    # ImageNet: 16 gated layers, the 6 with target 1 left out of the sum but still counted in L
+    imagenet = (torch.rand(32, 16) < 0.7).float()
+    targets = imagenet_targets(0.6)
+    paper = AdanetMethod(target=targets, leave_out_full=True, variant="paper")
+    code = AdanetMethod(target=targets, leave_out_full=True, variant="code")
+    kept = torch.tensor(targets) < 1
+    by_hand = ((imagenet.mean(0) - torch.tensor(targets)) ** 2)[kept].sum()
+    assert int(kept.sum()) == 10
+    assert paper.rate_term(imagenet).item() == pytest.approx(by_hand.item(), rel=1e-6)
+    assert code.rate_term(imagenet).item() == pytest.approx(by_hand.item() / 16, rel=1e-6)
+
+
+@pytest.mark.parametrize("variant", ["paper", "code"])
+def test_training_step_of_each_variant_adds_lambda_times_its_rate_term(variant):
+    torch.manual_seed(0)
+    model = create_model("adanet110").train()
+    method = AdanetMethod(lam=2.0, target=0.6, variant=variant)
+    out = method.training_step(model, torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)),
+                               torch.nn.CrossEntropyLoss())
+    summed = target_rate_loss(decisions(model), 0.6).item()
+    term = summed / 54 if variant == "code" else summed
+    assert out.logs["target_loss"] == pytest.approx(term, rel=1e-5)
+    assert out.loss.item() == pytest.approx(out.logs["ce"] + 2.0 * term, rel=1e-5)
+
+
+def _groups_after(optimizer, scheduler, steps: int) -> dict[str, tuple[float, float, set[int]]]:
+    """{group name: (LR after `steps` scheduler steps, weight decay, ids of its parameters)}."""
+    for _ in range(steps):
+        optimizer.step()
+        scheduler.step()
+    return {g["name"]: (g["lr"], g["weight_decay"], {id(p) for p in g["params"]}) for g in optimizer.param_groups}
+
+
+def test_optimizer_groups_of_each_variant_follow_their_source():
+    from common.train import TrainConfig, build_optimizer
+
+    model = Adanet("resnet20_cifar", reduction=2)
+    gates = {id(p) for n, p in model.named_parameters() if ".gate." in n}
+    everything = {id(p) for p in model.parameters()}
+    assert len(gates) == 9 * 6                                   # fc1 (W, b), bn (γ, β), fc2 (W, b) of 9 gates
+    config = TrainConfig(lr=0.1, milestones=(2,), gamma=0.1, weight_decay=5e-4)
+    # "paper" (Sec. 4.1): every gate parameter at 2e-4, ×0.4 at the network's milestones
+    optimizer, scheduler = build_optimizer(model, config, AdanetMethod(variant="paper").param_groups(model), 1)
+    start = _groups_after(optimizer, scheduler, 0)
+    assert list(start) == ["gates", "default"]
+    assert start["gates"][:2] == (2e-4, 5e-4) and start["gates"][2] == gates
+    assert start["default"][:2] == (0.1, 5e-4) and start["default"][2] == everything - gates
+    decayed = _groups_after(optimizer, scheduler, 2)
+    assert decayed["gates"][0] == pytest.approx(2e-4 * 0.4) and decayed["default"][0] == pytest.approx(0.1 * 0.1)
+    # "code" (the authors' --lrfact 1): the gates at the network's LR, decayed with it, weight decay too
+    optimizer, scheduler = build_optimizer(model, config, AdanetMethod(variant="code").param_groups(model), 1)
+    start = _groups_after(optimizer, scheduler, 0)
+    assert list(start) == ["default"] and start["default"] == (0.1, 5e-4, everything)
+    assert _groups_after(optimizer, scheduler, 2)["default"][0] == pytest.approx(0.1 * 0.1)
+
+
+def test_variant_arguments_are_checked():
+    from adanet.tables import CIFAR_METHOD, IMAGENET_METHOD
+
+    assert AdanetMethod().hparams()["variant"] == "paper"
+    for recipe in (CIFAR_METHOD, IMAGENET_METHOD):  # the tables train the paper's variant
+        hparams = AdanetMethod(**recipe).hparams()
+        assert (hparams["variant"], hparams["gate_lr"], hparams["gate_gamma"]) == ("paper", 2e-4, 0.4)
+    assert AdanetMethod(variant="code").hparams()["gate_lr"] is None
+    with pytest.raises(ValueError, match="'cod'.*paper, code"):
+        AdanetMethod(variant="cod")
+    with pytest.raises(ValueError, match="gate_lr=0.1"):
+        AdanetMethod(variant="code", gate_lr=0.1)
+
+
+def test_data_parallel_replicas_refuse_to_run():
+    model = create_model("adanet110").eval()
+    replica = model._replicate_for_data_parallel()  # what nn.DataParallel runs on each GPU
+    with pytest.raises(RuntimeError, match="DataParallel"):
+        replica(torch.randn(1, 3, 32, 32))
+    model(torch.randn(1, 3, 32, 32))  # the model itself runs
+
+
 def test_fgsm_and_jpeg():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))

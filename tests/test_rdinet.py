@@ -203,9 +203,54 @@ def test_rank_loss_pulls_close_samples_paths_together():
     assert paths.grad[1].sum() > 0 and paths.grad[2].sum() < 0
 
 
-def test_cost_loss_is_eq15():
+def test_cost_loss_is_eq15_in_both_readings():
     v = torch.tensor([[1.0, 0.0, 0.5], [0.0, 0.0, 0.5]])  # batch means 0.5, 0.0, 0.5
-    assert float(cost_loss(v, 0.6)) == pytest.approx(0.1 ** 2 + 0.6 ** 2 + 0.1 ** 2)
+    assert float(cost_loss(v, 0.6)) == pytest.approx(0.1 ** 2 + 0.6 ** 2 + 0.1 ** 2)            # 0.38
+    assert float(cost_loss(v, 0.6, "batch")) == float(cost_loss(v, 0.6))
+    image0, image1 = 0.4 ** 2 + 0.6 ** 2 + 0.1 ** 2, 0.6 ** 2 + 0.6 ** 2 + 0.1 ** 2          # 0.53, 0.73
+    assert float(cost_loss(v, 0.6, "image")) == pytest.approx((image0 + image1) / 2)            # 0.63
+    # the readings differ only by the spread of v across images: equal on identical rows
+    same = torch.tensor([[0.2, 0.9, 0.5]] * 4)
+    assert float(cost_loss(same, 0.6, "image")) == pytest.approx(float(cost_loss(same, 0.6, "batch")))
+    with pytest.raises(ValueError, match="'mean'.*batch, image"):
+        cost_loss(v, 0.6, "mean")
+
+
+@pytest.mark.parametrize("reading", ["batch", "image"])
+def test_training_step_uses_the_chosen_cost_reading(reading):
+    torch.manual_seed(0)
+    model = create_model("rdinet32", d=16).train()
+    method = RDIMethod(target=0.6, alpha=0.0, dataset="cifar10", cost=reading)
+    out = method.training_step(model, torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,)), nn.CrossEntropyLoss())
+    v = decisions(model).detach()
+    by_hand = ((v.mean(0) - 0.6) ** 2).sum() if reading == "batch" else ((v - 0.6) ** 2).sum(1).mean()
+    assert out.logs["cost"] == pytest.approx(float(by_hand), rel=1e-5)
+    assert float(out.loss) == pytest.approx(out.logs["ce"] + float(by_hand), rel=1e-5)
+    with pytest.raises(ValueError, match="'sum'.*batch, image"):
+        RDIMethod(target=0.6, dataset="cifar10", cost="sum")
+
+
+def test_histogram_normalisation_comes_from_the_dataset():
+    from common.data import DataError, dataset_info, normalize
+
+    for name in ("cifar10", "cifar10-sample", "cifar100", "fashion_mnist"):
+        method = RDIMethod(target=0.6, dataset=name)
+        info = dataset_info(name)
+        assert (method.mean, method.std) == (info.mean, info.std)
+    # pixels() undoes exactly the normalisation the data pipeline applied
+    images = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    pixels = RDIMethod(target=0.6, dataset="cifar10").pixels(normalize(images, "cifar10"))
+    torch.testing.assert_close(pixels, images.float() / 255, rtol=0, atol=1e-6)
+    explicit = RDIMethod(target=0.6, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25])
+    assert explicit.mean == (0.5, 0.5, 0.5) and explicit.std == (0.25, 0.25, 0.25)
+    with pytest.raises(ValueError, match="dataset=<name> or mean and std"):
+        RDIMethod(target=0.6)                                   # no silent (0,)/(1,) default
+    with pytest.raises(ValueError, match="dataset=<name> or mean and std"):
+        RDIMethod(target=0.6, mean=(0.5, 0.5, 0.5))
+    with pytest.raises(ValueError, match="not both"):
+        RDIMethod(target=0.6, dataset="cifar10", mean=(0.5,), std=(0.5,))
+    with pytest.raises(DataError, match="cifar10"):
+        RDIMethod(target=0.6, dataset="cifar11")
 
 
 def test_uniform_sampling_draws_execute_and_skip_with_equal_probability():
@@ -222,7 +267,7 @@ def test_uniform_sampling_draws_execute_and_skip_with_equal_probability():
 def test_usw_replaces_router_decisions_and_trains_only_the_backbone():
     torch.manual_seed(0)
     model = create_model("rdinet32", d=16).train()
-    method = RDIMethod(target=0.6, alpha=0.2, warmup_epochs=1)
+    method = RDIMethod(target=0.6, alpha=0.2, warmup_epochs=1, dataset="cifar10")
     method.on_epoch_start(model, 0)
     out = method.training_step(model, torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,)), nn.CrossEntropyLoss())
     taken = decisions(model)
@@ -294,10 +339,18 @@ def test_paper_gflops_are_twice_macs():
 def test_cifar100_code_path_trains():
     torch.manual_seed(0)
     model = create_model("rdinet32", num_classes=100, d=16).train()
-    method = RDIMethod(target=0.6, alpha=0.2)
+    method = RDIMethod(target=0.6, alpha=0.2, dataset="cifar100")
     out = method.training_step(model, torch.randn(4, 3, 32, 32), torch.randint(0, 100, (4,)), nn.CrossEntropyLoss())
     assert out.logits.shape == (4, 100)
     out.loss.backward()
+
+
+def test_data_parallel_replicas_refuse_to_run():
+    model = create_model("rdinet32", d=16).eval()
+    replica = model._replicate_for_data_parallel()  # what nn.DataParallel runs on each GPU
+    with pytest.raises(RuntimeError, match="DataParallel"):
+        replica(torch.randn(1, 3, 32, 32))
+    model(torch.randn(1, 3, 32, 32))  # the model itself runs
 
 
 def test_models_by_name_and_hub_round_trip(tmp_path):
