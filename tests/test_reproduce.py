@@ -122,3 +122,105 @@ def test_push_to_hub_saves_card_and_uploads_each_trained_row(tmp_path, monkeypat
                        ("upload", "me/fake-resnet-20", ["README.md", "config.json", "model.safetensors"])]
     assert "| Net A | 1.728 (1.7) |" in (tmp_path / "hub" / "resnet-20" / "README.md").read_text()
     assert "pushed me/fake-resnet-20" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ bad invocations: one line, no traceback
+
+def _bad_invocations(tmp_path: Path) -> list[list[str]]:
+    """At least 100 seeded invocations that must fail before any work."""
+    import random
+
+    rng = random.Random(0)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    empty_results = tmp_path / "no-results"
+    empty_results.mkdir()
+    broken_results = tmp_path / "broken-results"
+    broken_results.mkdir()
+    (broken_results / "adanet-table1-smoke.json").write_text("{not json")
+    out = ["--out", str(tmp_path / "out")]
+    words = ["", "x", "table", "Table1", "adanet ", "--", "ü", "1e3", "../", "-1"]
+    cases: list[list[str]] = []
+    for _ in range(12):
+        junk = "".join(rng.choice("abcxyz_-19") for _ in range(rng.randint(1, 12)))
+        cases += [[junk, "table1", *out], ["adanet", junk, *out], ["adanet", "table1", "--preset", junk, *out],
+                  ["rdinet", "table3", f"--{junk}", *out]]
+    for seed in ["-1", "4294967296", "abc", "1.5", "", "0x10", "99999999999999999999"]:
+        cases.append(["baselines", "cifar10-resnet", "--seed", seed, *out])
+    for bad_out in [str(a_file), "", "   ", str(a_file / "below"), str(tmp_path / ("d" * 300) / "x")]:
+        cases.append(["baselines", "cifar10-resnet", "--out", bad_out])
+    for paper, target in [("baselines", "cifar10-resnet"), ("adanet", "fig8"), ("rdinet", "table3"),
+                          ("dygraph", "fig-edges"), ("adn", "table3")]:
+        cases += [
+            [paper, target, "--data-dir", str(tmp_path), *out],                        # smoke reads no --data-dir
+            [paper, target, "--preset", "short", "--data-dir", "/nonexistent", *out],
+            [paper, target, "--preset", "short", "--data-dir", str(a_file), *out],
+            [paper, target, "--preset", "short", "--data-dir", str(empty_results), *out],
+            [paper, target, "--push-to-hub", "me/x", *out],                            # smoke weights
+            [paper, target, "--preset", "short", "--push-to-hub", "bad id!", *out],
+            [paper, target, "--preset", "short", "--push-to-hub", "no-namespace", *out],
+            [paper, target, "--preset", "short", "--push-to-hub", "me/x", *out],        # no token
+            [paper, target, "--private", *out],
+            [paper, target, "--resume", "--restart", *out],
+        ]
+    for paper, target in [("baselines", "imagenet-backbones"), ("adanet", "latency"), ("dygraph", "table3"),
+                          ("adn", "table4")]:
+        cases += [[paper, target, "--preset", "short", "--data-dir", str(tmp_path), *out],
+                  [paper, target, "--preset", "short", "--push-to-hub", "me/x", *out]]
+    cases += [["list", "adanet"], ["list", "--all"], ["readme"], ["readme", "nopaper"],
+              ["readme", "adanet", "--results", str(empty_results)],
+              ["readme", "adanet", "--results", str(broken_results)], ["readme", "adanet", "extra"],
+              ["adanet"], ["adanet", "table1", "extra", *out]]
+    cases += [[rng.choice(words), rng.choice(words), rng.choice(["--seed", "--preset", "--out"])] for _ in range(6)]
+    return cases
+
+
+def test_fuzzed_bad_invocations_fail_fast_with_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))  # no stored token either
+    monkeypatch.setattr("huggingface_hub.constants.HF_TOKEN_PATH", str(tmp_path / "hf-home" / "token"))
+    status_before = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True).stdout
+    cases = _bad_invocations(tmp_path)
+    assert len(cases) >= 100
+    for argv in cases:
+        status = cli.main(argv)
+        captured = capsys.readouterr()
+        lines = captured.err.strip().splitlines()
+        assert status != 0, argv
+        assert len(lines) == 1 and lines[0].startswith("error: "), (argv, captured.err)
+        assert "Traceback" not in captured.err
+    assert not (tmp_path / "out" / "runs").exists(), "a bad invocation started training"
+    status_after = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True).stdout
+    assert status_after == status_before, "a bad invocation changed the repository"
+
+
+def test_sigterm_during_training_prints_one_line_and_exits_non_zero(tmp_path):
+    import os
+    import signal
+    import time
+
+    process = subprocess.Popen([sys.executable, "-m", "reproduce", "baselines", "cifar10-resnet", "--out",
+                                str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while len(list(tmp_path.glob("runs/*/run.json"))) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("error: interrupted after epoch 1 of ")
+    assert "rerun with --resume" in err
+
+
+def test_full_disk_says_so_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    import torch
+
+    from common.train import OutputError, atomic_save
+
+    def full(obj, path):
+        Path(path).write_bytes(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0: file write failed")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(OutputError, match=f"no space left on {tmp_path}"):
+        atomic_save({"x": 1}, tmp_path / "checkpoint.pt")
+    assert list(tmp_path.iterdir()) == []
