@@ -31,12 +31,14 @@ from common.hub import HubBackbone, HubModel
 
 # name → (backbone of common.backbones, reduction d of the gate's hidden layer)
 ADANETS: dict[str, tuple[str, int]] = {
+    "adanet20": ("resnet20_cifar", 2),          # the `mini` preset's depth (not in the paper)
     "adanet110": ("resnet110_cifar", 2),        # Sec. 4.1: d = 2
     "wide_adanet89": ("bottleneck89_cifar", 16),  # Sec. 4.1: 3/4/20/2 bottlenecks at 64…512, d = 16
     "adanet50": ("resnet50", 16),               # Sec. 4.2: d = 16
 }
 # The plain baselines of Tables 1 and 2 (static networks, `common.hub.HubBackbone`).
 BASELINES: dict[str, str] = {
+    "resnet20": "resnet20_cifar",
     "resnet110": "resnet110_cifar",
     "resnet18": "resnet18",
     "resnet34": "resnet34",

@@ -9,7 +9,7 @@ import torch
 
 from common.backbones import create_backbone, residual_stages
 from common.metrics import count_params, model_macs
-from common.reproduction import CIFAR10, Cell, Context, Target
+from common.reproduction import CIFAR10, MINI_RECIPE, Cell, Context, Target
 from common.runs import ModelSpec
 from common.train import Method, TrainConfig
 
@@ -41,7 +41,8 @@ TABLE1: dict[str, dict[str, float]] = {
 # rows count 2 × MACs; the wide rows fit MACs (Wide Adanet 89* 2.13 vs 2.22 GMACs; 2 × MACs would be
 # 4.45) — `table1` measures and prints this check. The paper-only rows are not ours to convert.
 GFLOPS_FACTOR: dict[str, int] = {"ResNet 110": 2, "Adanet 110": 2, "Adanet 110*": 2,
-                                 "Wide Adanet 89": 1, "Wide Adanet 89*": 1}
+                                 "Wide Adanet 89": 1, "Wide Adanet 89*": 1,
+                                 "ResNet 20": 2, "Adanet 20": 2, "Adanet 20*": 2}  # mini: CIFAR convention
 
 # Table 2 (ImageNet): top-1 / top-5 error %, params M, GFLOPs (= GMACs, as every ImageNet table).
 TABLE2: dict[str, dict[str, float]] = {
@@ -65,12 +66,16 @@ FGSM_EPS = [0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 12 / 255, 16 / 255]
 # LR 2e-4 ×0.4 at the same milestones; λ = 2, t = 0.6.
 CIFAR_RECIPES = {
     "smoke": TrainConfig(epochs=1, batch_size=16, lr=0.1, milestones=(), weight_decay=5e-4),
+    "mini": MINI_RECIPE,  # the shared CPU recipe: ResNet 20 and Adanet 20 (the wide rows are left out)
     # Full CIFAR-10, 30 epochs with the paper's milestones scaled (150/350, 250/350 of the run).
     "short": TrainConfig(epochs=30, batch_size=256, lr=0.1, milestones=(13, 21), weight_decay=5e-4),
     "paper": TrainConfig(epochs=350, batch_size=256, lr=0.1, milestones=(150, 250), weight_decay=5e-4),
 }
-CIFAR_LIMITS = {"smoke": {"train_limit": 32, "test_limit": 64}, "short": {}, "paper": {}}
-RATE_IMAGES = {"smoke": 32, "short": 10_000, "paper": 10_000}  # training images for the "*" rates
+CIFAR_LIMITS = {"smoke": {"train_limit": 32, "test_limit": 64}, "mini": {}, "short": {}, "paper": {}}
+RATE_IMAGES = {"smoke": 32, "mini": 10_000, "short": 10_000, "paper": 10_000}  # training images for the "*" rates
+# The CIFAR rows each preset trains (row → model name); the first is the static baseline, the rest gated.
+CIFAR_ROWS = {"mini": {"ResNet 20": "resnet20", "Adanet 20": "adanet20"}}
+PAPER_CIFAR_ROWS = {"ResNet 110": "resnet110", "Adanet 110": "adanet110", "Wide Adanet 89": "wide_adanet89"}
 CIFAR_METHOD = {"variant": "paper", "lam": 2.0, "target": 0.6}  # "paper": gates 2e-4 ×0.4, Eq. 8 summed
 
 # Sec. 4.2: batch 256, momentum 0.9, wd 1e-4, 130 epochs, LR 0.1 ÷10 every 40; gates as on CIFAR;
@@ -82,7 +87,7 @@ IMAGENET_RECIPES = {
 IMAGENET_METHOD = {"variant": "paper", "lam": 2.0, "target": imagenet_targets(0.6), "leave_out_full": True}
 
 LATENCY_RATE = 0.6
-LATENCY_REPEATS = {"smoke": (2, 5, 3), "short": (5, 20, 5), "paper": (5, 20, 5)}  # (warm-up, repeats, rounds)
+LATENCY_REPEATS = {"smoke": (2, 5, 3), "mini": (5, 20, 5), "short": (5, 20, 5), "paper": (5, 20, 5)}  # (warm-up, repeats, rounds)
 
 
 def _cifar(ctx: Context):
@@ -90,16 +95,29 @@ def _cifar(ctx: Context):
     return config, ctx.data("cifar10", batch_size=config.batch_size, **CIFAR_LIMITS[ctx.preset])
 
 
+def _rows(ctx: Context) -> dict[str, str]:
+    """The preset's CIFAR rows: row → model name; the first is the static ResNet."""
+    return CIFAR_ROWS.get(ctx.preset, PAPER_CIFAR_ROWS)
+
+
+def _static_row(ctx: Context) -> str:
+    return next(iter(_rows(ctx)))
+
+
+def _gated_names(ctx: Context) -> list[str]:
+    return list(_rows(ctx))[1:]
+
+
 def _train_cifar(ctx: Context, row: str, data, config):
     """A trained CIFAR row of Table 1: one run per key, shared by the figures (the run layer reuses it)."""
-    if row == "ResNet 110":
-        return ctx.train(row, ModelSpec(create_model, "resnet110"), data, config, Method())
-    name = {"Adanet 110": "adanet110", "Wide Adanet 89": "wide_adanet89"}[row]
-    return ctx.train(row, ModelSpec(create_model, name), data, config, AdanetMethod(**CIFAR_METHOD))
+    name = _rows(ctx)[row]
+    method = Method() if row == _static_row(ctx) else AdanetMethod(**CIFAR_METHOD)
+    return ctx.train(row, ModelSpec(create_model, name), data, config, method)
 
 
 def _accuracy_note(ctx: Context) -> str:
     return {"smoke": "smoke: trained 1 epoch on 32 images, tested on 64 — not comparable",
+            "mini": "mini: ResNet-20 depth, the shared 15-epoch CPU recipe (the paper: depth 110, 350 epochs)",
             "short": "short: full CIFAR-10, 30 epochs (the paper: 350)", "paper": ""}[ctx.preset]
 
 
@@ -108,11 +126,12 @@ def _accuracy_note(ctx: Context) -> str:
 def _table1_cells(ctx: Context, row: str, err: float, params: int, macs: float, executed: float | None,
                   gated: bool) -> list[Cell]:
     """One row of Table 1. `gated`: MACs and executed layers come from the trained gates' decisions."""
-    paper = TABLE1[row]
+    paper = TABLE1.get(row, {"Error": None, "Params": None, "GFLOPs": None})
     factor = GFLOPS_FACTOR[row]
     convention = "2 × MACs" if factor == 2 else "MACs"
     trained = ctx.full_training
-    derived = (f"the paper's {paper['GFLOPs']} GFLOPs count 2 × MACs: {paper['GFLOPs'] / 2:g} GMACs" if factor == 2
+    derived = ("" if paper["GFLOPs"] is None else
+               f"the paper's {paper['GFLOPs']} GFLOPs count 2 × MACs: {paper['GFLOPs'] / 2:g} GMACs" if factor == 2
                else f"the paper's {paper['GFLOPs']} GFLOPs count MACs")
     return [
         Cell(row, "Error", paper["Error"], err, "%", trained, _accuracy_note(ctx)),
@@ -155,10 +174,11 @@ def run_table1(ctx: Context) -> list[Cell]:
     """Table 1: CIFAR-10 error, parameters and GFLOPs of ResNet 110, Adanet 110(*), Wide Adanet 89(*)."""
     config, data = _cifar(ctx)
     cells: list[Cell] = []
-    result = _train_cifar(ctx, "ResNet 110", data, config)
-    cells += _table1_cells(ctx, "ResNet 110", error(result.evaluation), count_params(result.model),
+    static = _static_row(ctx)
+    result = _train_cifar(ctx, static, data, config)
+    cells += _table1_cells(ctx, static, error(result.evaluation), count_params(result.model),
                            model_macs(result.model, (3, 32, 32)), None, gated=False)
-    for row in ("Adanet 110", "Wide Adanet 89"):
+    for row in _gated_names(ctx):
         model: Adanet = _train_cifar(ctx, row, data, config).model
         # Only the layers with open gates run ("skip"); expected MACs over the test set's decisions.
         evaluation = evaluate_mode(model, data, "skip", AdanetMethod())
@@ -173,7 +193,7 @@ def run_table1(ctx: Context) -> list[Cell]:
         cells += _table1_cells(ctx, f"{row}*", error(starred), count_params(model), scaled_macs(model), 1.0,
                                gated=False)
         overhead = 100 * expected.overhead / float(expected.always + expected.block_macs.sum())
-        cells.append(Cell(row, "Gate overhead", GATE_OVERHEAD_PCT[row], overhead, "% of MACs",
+        cells.append(Cell(row, "Gate overhead", GATE_OVERHEAD_PCT.get(row), overhead, "% of MACs",
                           note="gate MACs over all layers' MACs (Sec. 3.2, 4.1 claim)"))
         ctx.extra[row] = {"expected_macs": expected.summary(), "gate_macs": expected.overhead,
                           "gate_overhead_pct": overhead,
@@ -263,7 +283,7 @@ def _v1_note() -> str:
 
 def _gated_rows(ctx: Context):
     config, data = _cifar(ctx)
-    return data, {row: _train_cifar(ctx, row, data, config) for row in ("Adanet 110", "Wide Adanet 89")}
+    return data, {row: _train_cifar(ctx, row, data, config) for row in _gated_names(ctx)}
 
 
 def run_fig3(ctx: Context) -> list[Cell]:
@@ -331,8 +351,7 @@ def run_fig6(ctx: Context) -> list[Cell]:
 
 def _attack_models(ctx: Context):
     config, data = _cifar(ctx)
-    return data, {"ResNet 110": _train_cifar(ctx, "ResNet 110", data, config).model,
-                  "Adanet 110": _train_cifar(ctx, "Adanet 110", data, config).model}
+    return data, {row: _train_cifar(ctx, row, data, config).model for row in list(_rows(ctx))[:2]}
 
 
 def run_fig7(ctx: Context) -> list[Cell]:
@@ -362,7 +381,8 @@ def run_fig7(ctx: Context) -> list[Cell]:
 def run_fig8(ctx: Context) -> list[Cell]:
     """Fig. 8: Adanet 110's execution rates on the bird images before and after FGSM (ε = 0.047)."""
     config, data = _cifar(ctx)
-    model = _train_cifar(ctx, "Adanet 110", data, config).model
+    row = _gated_names(ctx)[0]
+    model = _train_cifar(ctx, row, data, config).model
     pixels, labels = test_pixels(data)
     birds = labels == CIFAR10_CLASSES.index("bird")
     pixels, labels = pixels[birds], labels[birds]
@@ -370,18 +390,18 @@ def run_fig8(ctx: Context) -> list[Cell]:
     clean_pred, clean_taken = predict(model, pixels, data.name)
     adv_pred, adv_taken = predict(model, fgsm(pixels, direction, FIG8_EPS), data.name)
     before, after = clean_taken.float().mean(0), adv_taken.float().mean(0)
-    plot_rates_before_after(before, after, f"Adanet 110, {len(labels)} CIFAR-10 bird test images, FGSM ε = {FIG8_EPS}",
+    plot_rates_before_after(before, after, f"{row}, {len(labels)} CIFAR-10 bird test images, FGSM ε = {FIG8_EPS}",
                             ctx.figure_path("fig8"))
     ctx.extra.update({"rates_before": before.tolist(), "rates_after": after.tolist()})
     comparable = ctx.full_training
     paper_note = "paper: Adanet 50 on ImageNet (all classes), drops to just over 11 %"
     clean_top1 = 100 * float((clean_pred == labels).float().mean())
-    return [Cell("Adanet 110 (birds)", "Top-1 clean", FIG8_TOP1_BEFORE, clean_top1, "%", False, paper_note),
-            Cell("Adanet 110 (birds)", "Top-1 after FGSM", None, 100 * float((adv_pred == labels).float().mean()),
+    return [Cell(f"{row} (birds)", "Top-1 clean", FIG8_TOP1_BEFORE, clean_top1, "%", False, paper_note),
+            Cell(f"{row} (birds)", "Top-1 after FGSM", None, 100 * float((adv_pred == labels).float().mean()),
                  "%", comparable),
-            Cell("Adanet 110 (birds)", "Mean abs. rate change", None, float((after - before).abs().mean()), "",
+            Cell(f"{row} (birds)", "Mean abs. rate change", None, float((after - before).abs().mean()), "",
                  comparable),
-            Cell("Adanet 110 (birds)", "Max abs. rate change", None, float((after - before).abs().max()), "",
+            Cell(f"{row} (birds)", "Max abs. rate change", None, float((after - before).abs().max()), "",
                  comparable)]
 
 

@@ -25,7 +25,12 @@ from .runs import ModelSpec, Run
 from .runs import train as train_run
 from .train import Method, TrainConfig, atomic_write_text
 
-PRESETS = ("smoke", "short", "paper")
+PRESETS = ("smoke", "mini", "short", "paper")
+# The `mini` preset: ONE recipe for every row of every paper, on the full CIFAR-10 at CIFAR ResNet-20
+# depth, sized for minutes per model on a 2-core CPU (bf16 autocast: measured faster there, README).
+MINI_RECIPE = TrainConfig(epochs=15, batch_size=128, lr=0.1, schedule="cosine", warmup_epochs=1, nesterov=True,
+                          weight_decay=5e-4, milestones=(), precision="bf16")
+MINI_DEPTH = 20
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -114,7 +119,7 @@ def slug(text: str) -> str:
 
 
 # What each kind of target trains on, per preset (`Target.data`).
-CIFAR10 = {"smoke": "cifar10-sample", "short": "cifar10", "paper": "cifar10"}
+CIFAR10 = {"smoke": "cifar10-sample", "mini": "cifar10", "short": "cifar10", "paper": "cifar10"}
 
 
 def push_trained(ctx: Context, json_path: Path, bibtex: str = "", private: bool = False) -> list[str]:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .data import DataBundle
-from .train import Method, TrainConfig, TrainingError, evaluate, fit, process_state
+from .train import Method, TrainConfig, TrainingError, evaluate, fit, process_state, uses_bf16
 
 RUN_FORMAT = 1      # bump when a change makes old runs' weights mean something else
 NOT_IN_KEY = ("seed", "tensorboard")  # TrainConfig fields that do not determine the weights (seed: its own field)
@@ -85,6 +85,7 @@ def method_description(method: Method) -> dict:
 def run_content(spec: ModelSpec, method: Method, config: TrainConfig, data: DataBundle, seed: int) -> dict:
     """Everything that determines a run's weights: what its key is a hash of."""
     recipe = {k: v for k, v in asdict(config).items() if k not in NOT_IN_KEY}
+    recipe["precision"] = "bf16" if uses_bf16(config) else "fp32"  # "auto" resolved on this machine
     return {"format": RUN_FORMAT, "model": spec.describe(), "method": method_description(method),
             "recipe": canonical(recipe), "data": {"name": data.name, "fingerprint": data.fingerprint,
                                                   **canonical(data.limits)},
@@ -201,7 +202,9 @@ def train(row: str, spec: ModelSpec, data: DataBundle, config: TrainConfig, meth
         print(f"{row}: reusing the finished run {directory} (key {key[:12]})")
         _load_weights(model, directory)
         history = [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
-        run = Run(key, directory, model, history, evaluate(model, data, method), reused=True)
+        if torch.cuda.is_available():
+            model = model.cuda()
+        run = Run(key, directory, model, history, evaluate(model, data, method, bf16=uses_bf16(config)), reused=True)
     else:
         has_checkpoint = (directory / "checkpoint.pt").exists()
         if has_checkpoint and restart:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from .backbones import input_size
 from .hub import HubBackbone
 from .metrics import count_params, model_macs
-from .reproduction import CIFAR10, Cell, Context, Target
+from .reproduction import CIFAR10, MINI_DEPTH, MINI_RECIPE, Cell, Context, Target
 from .runs import ModelSpec
 from .train import TrainConfig
 
@@ -41,6 +41,7 @@ TORCHVISION_WEIGHTS = {
 # The three recipes of `cifar10-resnet` (same for every row).
 CIFAR_RECIPES = {
     "smoke": TrainConfig(epochs=1, batch_size=64, lr=0.05, milestones=(), weight_decay=1e-4, warmup_epochs=1),
+    "mini": MINI_RECIPE,  # ResNet-20 only: the shared CPU recipe of every paper's mini rows
     # Shortened schedule for one GPU: 40 epochs cosine with 1 warm-up epoch (≈ 6 min for ResNet-110
     # on an H100 by our estimate), nesterov, wd 5e-4 (stronger regularisation for a short run).
     "short": TrainConfig(epochs=40, batch_size=128, lr=0.1, schedule="cosine", warmup_epochs=1,
@@ -59,7 +60,9 @@ def run_cifar10_resnet(ctx: Context) -> list[Cell]:
     data = ctx.data("cifar10", batch_size=config.batch_size)
     comparable = ctx.full_training
     cells = []
-    for depth, (paper_params, paper_error) in HE2016_CIFAR10.items():
+    depths = (MINI_DEPTH,) if ctx.preset == "mini" else tuple(HE2016_CIFAR10)
+    for depth in depths:
+        paper_params, paper_error = HE2016_CIFAR10[depth]
         row = f"ResNet-{depth}"
         result = ctx.train(row, ModelSpec(HubBackbone, f"resnet{depth}_cifar", num_classes=data.num_classes),
                            data, config)

@@ -50,12 +50,21 @@ class TrainConfig:
     gamma: float = 0.1
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
+    precision: str = "auto"                  # "auto": bf16 autocast on CUDA, fp32 on CPU | "bf16" | "fp32"
     seed: int = 0
     compile: bool = False
     tensorboard: bool = False
 
 
 SCHEDULES = ("multistep", "cosine")
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def uses_bf16(config: TrainConfig) -> bool:
+    """Whether the recipe trains (and evaluates) under bf16 autocast on this machine."""
+    if config.precision not in PRECISIONS:
+        raise ValueError(f"Unknown precision {config.precision!r}; valid: {', '.join(PRECISIONS)}.")
+    return config.precision == "bf16" or (config.precision == "auto" and torch.cuda.is_available())
 
 
 @dataclass
@@ -216,8 +225,11 @@ class FitResult:
 
 
 def evaluate(model: nn.Module, data: DataBundle, method: Method | None = None, accelerator=None,
-             progress: bool = False) -> dict[str, torch.Tensor]:
-    """Logits, labels and per-image extras over the test set, gathered across processes."""
+             progress: bool = False, bf16: bool | None = None) -> dict[str, torch.Tensor]:
+    """Logits, labels and per-image extras over the test set, gathered across processes.
+
+    Precision: the accelerator's when given, else bf16 autocast when `bf16` (default: on CUDA), as `fit`.
+    """
     method = method or Method()
     device = accelerator.device if accelerator else next(model.parameters()).device
     loader = data.test_loader
@@ -232,9 +244,10 @@ def evaluate(model: nn.Module, data: DataBundle, method: Method | None = None, a
             inputs = data.preprocess(images, train=False)
             if device.type == "cuda":
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
-            # the same precision as `fit` (bf16 autocast on CUDA), with or without an accelerator
+            # the same precision as `fit`, with or without an accelerator
+            autocast_bf16 = device.type == "cuda" if bf16 is None else bf16
             with (accelerator.autocast() if accelerator else
-                  torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")):
+                  torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast_bf16)):
                 logits, extras = method.evaluation_step(model, inputs)
             batch = {"logits": logits.float(), "labels": labels, **extras}
             if accelerator is not None:
@@ -284,7 +297,7 @@ def fit(model: nn.Module, data: DataBundle, config: TrainConfig, out_dir: str | 
     cuda = torch.cuda.is_available()
     process_state()
     accelerator = Accelerator(
-        cpu=not cuda, mixed_precision="bf16" if cuda else "no",
+        cpu=not cuda, mixed_precision="bf16" if uses_bf16(config) else "no",
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, split_batches=True),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=method.unused_parameters)],
         log_with="tensorboard" if config.tensorboard else None, project_dir=str(out_dir))

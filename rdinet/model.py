@@ -121,7 +121,7 @@ class RelationalRouter(nn.Module):
         return decision, prob
 
 
-BACKBONES = {"rdinet32": "resnet32_cifar", "rdinet110": "resnet110_cifar",
+BACKBONES = {"rdinet20": "resnet20_cifar", "rdinet32": "resnet32_cifar", "rdinet110": "resnet110_cifar",
              "rdinet50": "resnet50", "rdinet101": "resnet101"}
 
 

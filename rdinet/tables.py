@@ -16,7 +16,7 @@ import torch
 from common.dynamic import decisions, expected_macs_of, macs_profile, set_mode
 from common.hub import HubBackbone
 from common.metrics import count_params, expected_macs, model_macs
-from common.reproduction import CIFAR10, Cell, Context, Target
+from common.reproduction import CIFAR10, MINI_DEPTH, MINI_RECIPE, Cell, Context, Target
 from common.runs import ModelSpec
 from common.train import Method, TrainConfig
 
@@ -63,6 +63,9 @@ RECIPES = {
     # CPU minutes on the packaged sample: 32 train / 32 test images, one epoch per phase.
     "smoke": Recipe(TrainConfig(epochs=1, batch_size=16, lr=0.05, milestones=(), weight_decay=1e-4),
                     warmup_epochs=1, train_limit=32, test_limit=32),
+    # The shared CPU recipe of every paper's mini rows, at ResNet-20 depth; USW rows add one warm-up
+    # epoch before it (the paper: 30 before 320, about the same share).
+    "mini": Recipe(MINI_RECIPE, warmup_epochs=1),
     # One GPU, full CIFAR-10: the paper's recipe shortened ~10× (3 USW + 30 epochs, LR ÷10 at the
     # same fractions 250/320 and 300/320 of the main phase).
     "short": Recipe(TrainConfig(epochs=30, batch_size=256, lr=0.1, milestones=(23, 28), weight_decay=1e-4),
@@ -76,9 +79,9 @@ RECIPES = {
 IMAGENET_RECIPE = Recipe(TrainConfig(epochs=90, batch_size=256, lr=0.1, milestones=(30, 60), weight_decay=1e-4),
                          warmup_epochs=10)
 
-T_SWEEP = {"smoke": (0.4, 0.7), "short": (0.3, 0.45, 0.6, 0.75), "paper": (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)}
-R_SWEEP = {"smoke": (1, 4), "short": (1, 2, 4, 6, 8), "paper": (1, 2, 3, 4, 5, 6, 7, 8)}
-ALPHA_SWEEP = {"smoke": (0.0, 0.2), "short": (0.0, 0.1, 0.2, 0.5), "paper": (0.0, 0.05, 0.1, 0.2, 0.5, 1.0)}
+T_SWEEP = {"smoke": (0.4, 0.7), "mini": (0.3, 0.45, 0.6, 0.75), "short": (0.3, 0.45, 0.6, 0.75), "paper": (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)}
+R_SWEEP = {"smoke": (1, 4), "mini": (1, 2, 4, 6, 8), "short": (1, 2, 4, 6, 8), "paper": (1, 2, 3, 4, 5, 6, 7, 8)}
+ALPHA_SWEEP = {"smoke": (0.0, 0.2), "mini": (0.0, 0.1, 0.2, 0.5), "short": (0.0, 0.1, 0.2, 0.5), "paper": (0.0, 0.05, 0.1, 0.2, 0.5, 1.0)}
 
 NOT_HERE = "no CIFAR-100 on this project's machines; runs on the paper preset given --data-dir"
 
@@ -96,10 +99,16 @@ def _data(ctx: Context, dataset: str = "cifar10", recipe: Recipe | None = None):
                     test_limit=recipe.test_limit)
 
 
-def train_rdinet(ctx: Context, row: str, data, name: str = "rdinet110", *, target: float = TABLE_TARGET_RATE,
+def _depth(ctx: Context) -> int:
+    """The CIFAR ResNet depth of the preset's rows: the paper's 110, or 20 on `mini`."""
+    return MINI_DEPTH if ctx.preset == "mini" else 110
+
+
+def train_rdinet(ctx: Context, row: str, data, name: str | None = None, *, target: float = TABLE_TARGET_RATE,
                  alpha: float = 0.0, usw: bool = False, recipe: Recipe | None = None, **model_kwargs) -> RowResult:
     """Train one RDI-Net row (USW if asked, then Eq. 16) and measure top-1 and expected MACs."""
     recipe = recipe or RECIPES[ctx.preset]
+    name = name or f"rdinet{_depth(ctx)}"
     spec = ModelSpec(create_model, name, num_classes=data.num_classes, **{"d": D, "r": R, "gamma": GAMMA, **model_kwargs})
     warm = recipe.warmup_epochs if usw else 0
     config = replace(recipe.config, epochs=recipe.config.epochs + warm,
@@ -115,8 +124,9 @@ def train_rdinet(ctx: Context, row: str, data, name: str = "rdinet110", *, targe
     return RowResult(result.history[-1]["test_top1"], macs.mean / 1e9, macs.rates.tolist())
 
 
-def train_resnet(ctx: Context, row: str, data, backbone: str = "resnet110_cifar") -> RowResult:
-    """The static ResNet baseline, trained with the main-phase recipe."""
+def train_resnet(ctx: Context, row: str, data) -> RowResult:
+    """The static ResNet baseline of the preset's depth, trained with the main-phase recipe."""
+    backbone = f"resnet{_depth(ctx)}_cifar"
     spec = ModelSpec(HubBackbone, backbone, num_classes=data.num_classes)
     result = ctx.train(row, spec, data, RECIPES[ctx.preset].config, Method())
     return RowResult(result.history[-1]["test_top1"], model_macs(result.model, data.input_size) / 1e9, [])
@@ -185,21 +195,22 @@ def run_fig5(ctx: Context) -> list[Cell]:
     """Fig. 5(a): top-1 vs expected GMACs over target rates t — RDI-Net110, vanilla routers, ResNet-110."""
     comparable = ctx.full_training
     data = _data(ctx)
-    cells, curves = [], {"RDI-Net110": [], "Vanilla110": []}
+    depth = _depth(ctx)
+    cells, curves = [], {f"RDI-Net{depth}": [], f"Vanilla{depth}": []}
     for t in T_SWEEP[ctx.preset]:
-        for label, kwargs in (("RDI-Net110", {"usw": True, "alpha": ALPHA}), ("Vanilla110", {"r": 0})):
+        for label, kwargs in ((f"RDI-Net{depth}", {"usw": True, "alpha": ALPHA}), (f"Vanilla{depth}", {"r": 0})):
             row = f"{label} t = {t}"
             ours = train_rdinet(ctx, row, data, target=t, **kwargs)
             curves[label].append((ours.gmacs, ours.top1))
             cells += _cost_cells(row, "", None, ours, comparable, "paper prints curves only")
-    resnet = train_resnet(ctx, "ResNet-110", data)
-    cells += _cost_cells("ResNet-110", "", None, resnet, comparable, "paper prints curves only")
+    resnet = train_resnet(ctx, f"ResNet-{depth}", data)
+    cells += _cost_cells(f"ResNet-{depth}", "", None, resnet, comparable, "paper prints curves only")
     plt = _plot()
     fig, ax = plt.subplots(figsize=(5, 4))
     for label, points in curves.items():
         xs, ys = zip(*sorted(points))
         ax.plot(xs, ys, "o-", label=f"{label} (ours)")
-    ax.plot([resnet.gmacs], [resnet.top1], "k*", ms=10, label="ResNet-110 (ours)")
+    ax.plot([resnet.gmacs], [resnet.top1], "k*", ms=10, label=f"ResNet-{depth} (ours)")
     gflops, top1 = TABLE2[(True, True, True)]["cifar10"]
     ax.plot([gflops / PAPER_FLOPS_PER_MAC], [top1], "rx", ms=9, label="RDI-Net110, paper Tab. 2")
     ax.set_xlabel("expected GMACs per image")
@@ -235,7 +246,7 @@ def run_fig7(ctx: Context) -> list[Cell]:
         twin.set_ylabel("expected GMACs", color="C1")
     axes[0].set_title("(a) preceding routers r")
     axes[1].set_title("(b) weight α of L_rank")
-    _save(ctx, fig, "r-and-alpha", "Fig. 7, CIFAR-10 RDI-Net110")
+    _save(ctx, fig, "r-and-alpha", f"Fig. 7, CIFAR-10 RDI-Net{_depth(ctx)}")
     return cells
 
 
@@ -243,22 +254,23 @@ def run_fig9(ctx: Context) -> list[Cell]:
     """Fig. 9: executing rate of every block, RDI-Net vs vanilla routers (CIFAR-10 ResNet-110 here)."""
     comparable = ctx.full_training
     data = _data(ctx)
-    rdi = train_rdinet(ctx, "RDI-Net110", data, usw=True, alpha=ALPHA)
-    vanilla = train_rdinet(ctx, "Vanilla110", data, r=0)
+    depth = _depth(ctx)
+    rdi = train_rdinet(ctx, f"RDI-Net{depth}", data, usw=True, alpha=ALPHA)
+    vanilla = train_rdinet(ctx, f"Vanilla{depth}", data, r=0)
     cells = []
-    for row, ours in (("RDI-Net110", rdi), ("Vanilla110", vanilla)):
+    for row, ours in ((f"RDI-Net{depth}", rdi), (f"Vanilla{depth}", vanilla)):
         cells += _cost_cells(row, "", None, ours, comparable, "paper's Fig. 9 is ResNet-50 on ImageNet")
         cells.append(Cell(row, "mean executing rate", None, sum(ours.rates) / len(ours.rates), "", comparable))
     plt = _plot()
     fig, ax = plt.subplots(figsize=(10, 3.4))
     blocks = torch.arange(1, len(rdi.rates) + 1)
-    ax.bar(blocks - 0.2, rdi.rates, width=0.4, label="RDI-Net110")
-    ax.bar(blocks + 0.2, vanilla.rates, width=0.4, label="Vanilla110")
+    ax.bar(blocks - 0.2, rdi.rates, width=0.4, label=f"RDI-Net{depth}")
+    ax.bar(blocks + 0.2, vanilla.rates, width=0.4, label=f"Vanilla{depth}")
     ax.set_xlabel("block")
     ax.set_ylabel("executing rate")
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=8)
-    _save(ctx, fig, "executing-rates", "Fig. 9 on CIFAR-10 ResNet-110")
+    _save(ctx, fig, "executing-rates", f"Fig. 9 on CIFAR-10 ResNet-{depth}")
     return cells
 
 

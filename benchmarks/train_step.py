@@ -1,0 +1,123 @@
+"""Training-step time of CIFAR models and loop settings, measured in one process, alternating, medians.
+
+    python benchmarks/train_step.py                                   # every method at ResNet-20 depth
+    python benchmarks/train_step.py --models resnet110 adanet110 rdinet110 --batch 128
+    python benchmarks/train_step.py --models resnet20 --settings fp32 bf16 channels_last bf16+channels_last
+
+One step = each method's own `training_step` (its losses and extra passes), backward and an SGD step,
+on random CIFAR-shaped batches. Variants (model × setting) run in alternating rounds so that a change
+in the machine's load hits all alike; each keeps the median of its rounds. Ratios are against the
+first variant. Set `MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296` (the script
+records whether they are set): glibc's allocator otherwise makes one process up to 1.7× slower.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common.train import Method, TrainConfig, build_optimizer  # noqa: E402
+
+
+def build(name: str) -> tuple[nn.Module, Method]:
+    """A CIFAR-10 model and its training method by short name."""
+    from common.hub import HubBackbone
+
+    if name.startswith("resnet"):
+        return HubBackbone(f"{name}_cifar", 10), Method()
+    if name.startswith("adanet"):
+        from adanet import create_model
+        from adanet.losses import AdanetMethod
+        return create_model(name), AdanetMethod()
+    if name.startswith("rdinet"):
+        from rdinet import create_model
+        from rdinet.method import RDIMethod
+        return create_model(name, num_classes=10), RDIMethod(0.6, alpha=0.2, dataset="cifar10")
+    if name.startswith("dygraph"):
+        from dygraph import create_model
+        return create_model(f"dygraph_resnet{name.removeprefix('dygraph')}_cifar", num_classes=10), Method()
+    if name.startswith("adn"):
+        from adn.method import ADNMethod
+        from adn.model import ADNet
+        return ADNet(f"resnet{name.removeprefix('adn')}_cifar", 10), ADNMethod()
+    raise SystemExit(f"unknown model {name!r}: resnetN, adanetN, rdinetN, dygraphN or adnN")
+
+
+def step_time(model: nn.Module, method: Method, setting: str, batch: int, steps: int) -> float:
+    """Median seconds of one training step over `steps` steps (after one warm-up step)."""
+    channels_last, bf16 = "channels_last" in setting, "bf16" in setting
+    model.train()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    step_model = torch.compile(model) if "compile" in setting else model
+    optimizer, _ = build_optimizer(model, TrainConfig(lr=0.05, milestones=()), method.param_groups(model), 100)
+    criterion = nn.CrossEntropyLoss()
+    images = torch.randn(batch, 3, 32, 32)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, 10, (batch,))
+    times = []
+    for index in range(steps + 1):
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = method.training_step(step_model, images, labels, criterion)
+        optimizer.zero_grad(set_to_none=True)
+        if not getattr(out, "backward_done", False):
+            out.loss.backward()
+        optimizer.step()
+        if index:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    """Parse, measure alternating rounds, print a table and write JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=["resnet20", "adanet20", "rdinet20", "dygraph20", "adn20"])
+    parser.add_argument("--settings", nargs="+", default=["fp32"],
+                        help="fp32, bf16, channels_last, compile, or joined with + (bf16+channels_last)")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", default=None, help="JSON file for the measurements")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    variants = [(m, s) for m in args.models for s in args.settings]
+    built = {m: build(m) for m in args.models}
+    medians: dict[tuple[str, str], list[float]] = {v: [] for v in variants}
+    for _ in range(args.rounds):
+        for model_name, setting in variants:
+            model, method = built[model_name]
+            medians[(model_name, setting)].append(step_time(model, method, setting, args.batch, args.steps))
+    first = statistics.median(medians[variants[0]])
+    rows = []
+    print(f"batch {args.batch}, {args.rounds} alternating rounds × {args.steps} steps, torch threads "
+          f"{torch.get_num_threads()}, MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_', 'unset')}")
+    print(f"{'model':12s} {'setting':24s} {'ms/step':>9s} {'img/s':>7s} {'ratio':>6s}")
+    for model_name, setting in variants:
+        seconds = statistics.median(medians[(model_name, setting)])
+        rows.append({"model": model_name, "setting": setting, "ms_per_step": 1e3 * seconds,
+                     "images_per_s": args.batch / seconds, "ratio": seconds / first,
+                     "round_medians_ms": [1e3 * t for t in medians[(model_name, setting)]]})
+        print(f"{model_name:12s} {setting:24s} {1e3 * seconds:9.1f} {args.batch / seconds:7.0f} {seconds / first:6.2f}")
+    if args.out:
+        record = {"batch": args.batch, "steps": args.steps, "rounds": args.rounds, "threads": torch.get_num_threads(),
+                  "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+                  "torch": torch.__version__, "malloc_env": {k: os.environ.get(k) for k in
+                                                             ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")},
+                  "rows": rows}
+        Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
