@@ -5,12 +5,12 @@ import pytest
 import torch
 from torch import nn
 
-from adn import ADNet, BaseNet, all_configs, create_model, list_models
+from adn import ADNet, BaseNet, all_configs, convert_sync_batchnorm, create_model, list_models
 from adn.counting import attention_macs, elementwise_ops
 from adn.detection import adn_detector
 from adn.losses import adn_loss, joint_ce_loss, kl_distill
 from adn.method import ADNMethod
-from adn.model import SkipAwareLayerNorm, parse_skip, split_stages
+from adn.model import SkipAwareBatchNorm2d, SkipAwareLayerNorm, SkipAwareSyncBatchNorm, parse_skip, split_stages
 from adn.tables import TABLE1, bn_mean_distances
 from common.backbones import create_backbone
 from common.data import build_data
@@ -112,13 +112,20 @@ def test_torchvision_parameter_names_are_kept(resnet50):
 
 
 def test_skip_aware_norm_overhead_resnet50(resnet50):
-    # Twins of every norm in the always-executed blocks: blocks kept [2,2,3,2] at widths 64..512
-    # (bn1, bn2: w; bn3: 4w), plus the downsampling BN (4w) of each stage's first block; γ and β each.
+    # Twins of the residual-branch norms of the always-executed blocks, as the authors' code: blocks
+    # kept [2,2,3,2] at widths 64..512 (bn1, bn2: w; bn3: 4w), γ and β each. The projection
+    # shortcut's BN of each stage's first block stays shared.
     kept, widths = [2, 2, 3, 2], [64, 128, 256, 512]
-    expected = sum(2 * (k * (w + w + 4 * w) + 4 * w) for k, w in zip(kept, widths))
-    assert expected == 33_792
+    expected = sum(2 * k * (w + w + 4 * w) for k, w in zip(kept, widths))
+    assert expected == 26_112
     assert count_params(resnet50) - count_params(create_backbone("resnet50")) == expected
     assert sum(p.numel() for p in resnet50.skip_norm_parameters()) == expected
+    shortcuts = [m for n, m in resnet50.named_modules() if ".downsample." in n and isinstance(m, nn.BatchNorm2d)]
+    assert len(shortcuts) == 4 and not any(isinstance(m, SkipAwareBatchNorm2d) for m in shortcuts)
+
+
+def test_resnet50_adn_has_the_papers_parameter_count():
+    assert count_params(create_model("resnet50_adn")) == 25_583_144  # Table 1: 25.58 M
 
 
 def test_vit_gets_switchable_layer_norms():
@@ -170,7 +177,25 @@ def test_mobilenetv2_counts():
     macs = model_macs(model, IMAGENET)
     assert macs / 1e9 == pytest.approx(0.3008, abs=5e-4)
     assert (macs + elementwise_ops(model, IMAGENET)) / 1e9 == pytest.approx(0.32, abs=0.002)  # paper's convention
-    assert count_params(model) - count_params(create_backbone("mobilenet_v2")) == 15_472
+    # authors' code: twins in the adaptive stages' kept blocks (15,472) and in the stem (64), the
+    # one-block stages features.1 (96) and features.17 (4,480) and the head conv (2,560)
+    assert count_params(model) - count_params(create_backbone("mobilenet_v2")) == 15_472 + 64 + 96 + 4_480 + 2_560
+    assert count_params(model) == 3_527_544
+
+
+@pytest.mark.parametrize("twin,stage", [("features.0.1", 0), ("features.1.conv.2", 0),
+                                        ("features.17.conv.3", 4), ("features.18.1", 4)])
+def test_mobilenetv2_outer_twins_switch_with_the_neighbouring_stage(twin, stage):
+    torch.manual_seed(0)
+    model = create_model("mobilenetv2_adn", num_classes=10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    configs = ["".join("T" if s == k else "F" for k in range(5)) for s in (stage, 4 - stage)]
+    before = {c: model(x, skip=c) for c in configs}
+    with torch.no_grad():
+        model.net.get_submodule(twin).skip_norm.bias.add_(1.0)
+    own, other = configs  # the twin is in use exactly when its stage skips
+    assert not torch.equal(model(x, skip=own), before[own])
+    assert torch.equal(model(x, skip=other), before[other])
 
 
 @pytest.mark.parametrize("backbone,size", [("resnet20_cifar", (3, 32, 32)), ("mobilenet_v2", (3, 32, 32))])
@@ -261,6 +286,36 @@ def test_tiny_cifar_adn_trains_with_decreasing_loss_for_both_subnetworks(tmp_pat
     first, last = result.history[0], result.history[-1]
     assert last["ce_super"] < first["ce_super"] and last["ce_base"] < first["ce_base"]
     assert result.evaluation["logits_base"].shape == result.evaluation["logits"].shape == (50, 10)
+
+
+def test_torchs_sync_batchnorm_conversion_is_refused():
+    model = tiny_adn()
+    nn.SyncBatchNorm.convert_sync_batchnorm(model)  # rebuilds every skip-aware BN as a plain SyncBatchNorm
+    with pytest.raises(RuntimeError, match="adn.convert_sync_batchnorm"):
+        model(torch.randn(2, 3, 32, 32), skip="base")
+    with pytest.raises(RuntimeError, match="skip-aware twin"):
+        model.eval()
+
+
+def test_convert_sync_batchnorm_keeps_the_twins():
+    model = tiny_adn()
+    with torch.no_grad():
+        for p in model.skip_norm_parameters():
+            p.add_(torch.rand_like(p))
+    model.set_skip("TFT")
+    model.eval()
+    x = torch.randn(2, 3, 32, 32)
+    expected = {config: model(x, skip=config) for config in ("super", "base", "TFT")}
+    assert convert_sync_batchnorm(model) is model
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert norms and all(isinstance(m, nn.SyncBatchNorm) for m in norms)
+    twins = [n for stage in model.norms for n in stage]
+    assert len(twins) == 12 and all(isinstance(n, SkipAwareSyncBatchNorm) for n in twins)
+    assert [n.skipping for n in twins] == [True] * 4 + [False] * 4 + [True] * 4  # the set configuration survives
+    for config, logits in expected.items():  # the base-net's output needs the (perturbed) twins
+        assert torch.equal(model(x, skip=config), logits), config
+    model.train()(x, skip="base").sum().backward()  # trains (one process: no synchronisation needed)
+    assert all(p.grad is not None for p in model.skip_norm_parameters())
 
 
 def test_save_and_load_keep_both_norm_sets(tmp_path):
