@@ -5,10 +5,12 @@ blocks, F_1..F_K) and a skippable sub-path (F_{K+1}..F_L). A skip configuration 
 booleans (one per adaptive stage, e.g. "TTFF") picks one of the 2^Ns sub-networks at run time;
 a skipped sub-path is not executed at all, so h^s = h^s_base feeds stage s+1 directly.
 
-Sec. 3.4: every normalisation layer of the always-executed blocks of an adaptive stage (the
-downsampling block included) carries a twin — BatchNorm for CNNs, LayerNorm for ViT — used while
-its stage skips ("skip-aware" norms). Skippable blocks and everything outside the stages (stem,
-head) are shared as they are.
+Sec. 3.4: the normalisation layers of the always-executed blocks of an adaptive stage carry a
+twin — BatchNorm for CNNs, LayerNorm for ViT — used while that stage skips ("skip-aware" norms).
+As in the authors' code, a ResNet's projection-shortcut BN stays shared (ResNet50-ADN: 25,583,144
+parameters, the paper's 25.58 M), and MobileNetV2 also twins its stem, its one-block stages and its
+head conv (3,527,544 parameters); those switch with the adaptive stage before them (the first
+stage for the stem and `features.1`). Skippable blocks are shared as they are.
 
 The torchvision module tree and its parameter names are kept: a stage's container (`layer3`,
 MobileNetV2's `features`, ViT's `encoder.layers`) becomes a `SkippableSequential` with the same
@@ -71,28 +73,38 @@ def split_stages(net: nn.Module) -> list[SubPaths]:
     return plan
 
 
-class SkipAwareBatchNorm2d(nn.BatchNorm2d):
+class SkipAware:
+    """Mixin of a norm with a twin, `skip_norm`, that runs instead of it while `skipping` (Sec. 3.4)."""
+
+    skip_norm: nn.Module
+    skipping: bool = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.skip_norm(x) if self.skipping else super().forward(x)
+
+
+class SkipAwareBatchNorm2d(SkipAware, nn.BatchNorm2d):
     """Sec. 3.4: a BatchNorm with a twin, `skip_norm`, used while its stage skips its sub-path."""
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1):
         super().__init__(num_features, eps, momentum)
         self.skip_norm = nn.BatchNorm2d(num_features, eps, momentum)
-        self.skipping = False
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.skip_norm(x) if self.skipping else super().forward(x)
 
 
-class SkipAwareLayerNorm(nn.LayerNorm):
+class SkipAwareSyncBatchNorm(SkipAware, nn.SyncBatchNorm):
+    """`SkipAwareBatchNorm2d` for multi-GPU training: both sets synchronise their batch statistics."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, process_group=None):
+        super().__init__(num_features, eps, momentum, process_group=process_group)
+        self.skip_norm = nn.SyncBatchNorm(num_features, eps, momentum, process_group=process_group)
+
+
+class SkipAwareLayerNorm(SkipAware, nn.LayerNorm):
     """Sec. 3.4 for ViT: a LayerNorm with a twin, `skip_norm`, used while its stage skips."""
 
     def __init__(self, normalized_shape: Sequence[int], eps: float = 1e-5):
         super().__init__(normalized_shape, eps)
         self.skip_norm = nn.LayerNorm(normalized_shape, eps)
-        self.skipping = False
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.skip_norm(x) if self.skipping else super().forward(x)
 
 
 def skip_aware(norm: nn.Module) -> nn.Module:
@@ -106,6 +118,24 @@ def skip_aware(norm: nn.Module) -> nn.Module:
     twin.load_state_dict(norm.state_dict(), strict=False)
     twin.skip_norm.load_state_dict(norm.state_dict())
     return twin
+
+
+def convert_sync_batchnorm(module: nn.Module, process_group=None) -> nn.Module:
+    """`nn.SyncBatchNorm.convert_sync_batchnorm` that keeps skip-aware BNs skip-aware (torch's drops the twins).
+
+    Converts in place (like torch's) and returns `module`; a skip-aware BN becomes a
+    `SkipAwareSyncBatchNorm` holding copies of both sets, so build the optimizer after converting.
+    """
+    if isinstance(module, SkipAwareBatchNorm2d):
+        sync = SkipAwareSyncBatchNorm(module.num_features, module.eps, module.momentum, process_group)
+        sync.load_state_dict(module.state_dict())
+        sync.skipping = module.skipping
+        return sync.train(module.training)
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module, process_group)
+    for name, child in module.named_children():
+        module.add_module(name, convert_sync_batchnorm(child, process_group))
+    return module
 
 
 class SkippableSequential(nn.Sequential):
@@ -164,6 +194,26 @@ def all_configs(num_stages: int) -> list[str]:
             for i in range(2 ** num_stages)]
 
 
+def twinned_parts(net: nn.Module, plan: list[SubPaths]) -> list[tuple[int, nn.Module]]:
+    """(stage, module) pairs whose norms get skip-aware twins, in network order (authors' code).
+
+    The always-executed blocks of every adaptive stage; for MobileNetV2 also each `features` entry
+    outside the adaptive stages (stem, one-block stages, head conv), which switches with the
+    adaptive stage before it, or with the first one if it comes before them all.
+    """
+    parts = [(stage, sub.container[i]) for stage, sub in enumerate(plan) for i in sub.base]
+    if isinstance(net, models.MobileNetV2):
+        stage_of = {i: stage for stage, sub in enumerate(plan) for i in sub.base + sub.skippable}
+        stage = 0
+        for index, module in enumerate(net.features):
+            if index in stage_of:
+                stage = stage_of[index]
+            else:
+                parts.append((stage, module))
+    order = {id(m): i for i, m in enumerate(net.modules())}
+    return sorted(parts, key=lambda part: order[id(part[1])])
+
+
 def _container_path(net: nn.Module, container: nn.Module) -> str:
     for name, module in net.named_modules():
         if module is container:
@@ -177,7 +227,8 @@ class ADNet(nn.Module, HubModel, library_name="dynnets", tags=["dynnets", "adn"]
     `forward(x, skip=None, return_features=False)`: `skip` picks the sub-network for this call
     (None = the one set by `set_skip`, initially the super-net); with `return_features` the
     stage outputs [h^1..h^Ns] come back beside the logits. `skip_aware_norm=False` shares the
-    norms between sub-networks (Table 3's ablation).
+    norms between sub-networks (Table 3's ablation). For multi-GPU training convert the BNs with
+    `adn.convert_sync_batchnorm`, not torch's (which drops the twins; the model then refuses to run).
     """
 
     def __init__(self, backbone: str = "resnet50", num_classes: int | None = None, skip_aware_norm: bool = True):
@@ -187,16 +238,16 @@ class ADNet(nn.Module, HubModel, library_name="dynnets", tags=["dynnets", "adn"]
         plan = split_stages(self.net)
         self.num_stages = len(plan)
         self.skippable_blocks: list[nn.Module] = [s.container[i] for s in plan for i in s.skippable]
-        self.norms: list[list[nn.Module]] = [[] for _ in plan]
+        # Skip-aware norms are looked up by name (`norms`), so that an in-place conversion keeps them.
+        self._norm_paths: list[list[str]] = [[] for _ in plan]
         if skip_aware_norm:
-            for stage, sub in enumerate(plan):
-                for index in sub.base:
-                    block = sub.container[index]
-                    for name, module in list(block.named_modules()):
-                        if type(module) in (nn.BatchNorm2d, nn.LayerNorm):
-                            twin = skip_aware(module)
-                            block.set_submodule(name, twin)
-                            self.norms[stage].append(twin)
+            paths = {id(m): n for n, m in self.net.named_modules()}
+            for stage, part in twinned_parts(self.net, plan):
+                for name, module in list(part.named_modules()):
+                    # a ResNet's projection shortcut (`downsample`) keeps one shared BN, as in the authors' code
+                    if type(module) in (nn.BatchNorm2d, nn.LayerNorm) and not name.startswith("downsample."):
+                        part.set_submodule(name, skip_aware(module))
+                        self._norm_paths[stage].append(f"{paths[id(part)]}.{name}")
         self.containers: list[SkippableSequential] = []
         for container in dict.fromkeys(s.container for s in plan):  # unique, in network order
             entries = {}
@@ -210,16 +261,34 @@ class ADNet(nn.Module, HubModel, library_name="dynnets", tags=["dynnets", "adn"]
         self.skip: tuple[bool, ...] = ()
         self.set_skip(None)
 
+    @property
+    def norms(self) -> list[list[nn.Module]]:
+        """The skip-aware norms of each adaptive stage; refuses if something replaced them with plain norms."""
+        norms = [[self.net.get_submodule(path) for path in paths] for paths in self._norm_paths]
+        for paths, stage in zip(self._norm_paths, norms):
+            for path, norm in zip(paths, stage):
+                if not isinstance(norm, SkipAware):
+                    raise RuntimeError(f"net.{path} is a plain {type(norm).__name__} without its skip-aware twin "
+                                       f"(nn.SyncBatchNorm.convert_sync_batchnorm drops it): convert with "
+                                       f"adn.convert_sync_batchnorm instead.")
+        return norms
+
+    def train(self, mode: bool = True) -> ADNet:
+        """nn.Module.train, after checking that the skip-aware norms are still in place."""
+        self.norms  # noqa: B018 — the look-up refuses replaced norms
+        return super().train(mode)
+
     def set_skip(self, skip: str | Sequence[bool] | None) -> None:
         """Select the sub-network that plain `forward(x)` runs (None/"super", "base", "TTFF", booleans)."""
         skip = parse_skip(skip, self.num_stages)
         if skip == self.skip:
             return
+        norms = self.norms
         self.skip = skip
         for container in self.containers:
             container.skip = skip
-        for stage, norms in enumerate(self.norms):
-            for norm in norms:
+        for stage, stage_norms in enumerate(norms):
+            for norm in stage_norms:
                 norm.skipping = skip[stage]
 
     def forward(self, x: torch.Tensor, skip: str | Sequence[bool] | None = None,

@@ -4,10 +4,11 @@ bf16 autocast and channels_last on GPU, optional `torch.compile`; SGD with momen
 weight decay (optionally none on norms and biases); parameter groups with their own LR and
 schedule; multistep or cosine-with-warmup schedules stepped per iteration; label smoothing.
 
-A paper plugs in through a `Method`: its `training_step` may add losses or run several forward
-passes (ADN runs super-net and base-net); `param_groups` gives gates/routers their own LR;
-`on_epoch_start` switches phases (RDI-Net's warm-up); `evaluation_step` returns per-image extras
-(gate decisions) that are gathered across processes with the logits.
+A paper plugs in through a `Method`: its `training_step` may add losses, run several forward
+passes and call `Method.backward` between them (ADN: super-net, backward, base-net, backward);
+`param_groups` gives gates/routers their own LR; `on_epoch_start` switches phases (RDI-Net's
+warm-up); `evaluation_step` returns per-image extras (gate decisions) that are gathered across
+processes with the logits.
 
 Every epoch writes `checkpoint.pt` atomically (temporary file + rename) and `metrics.jsonl`;
 `resume=True` restores weights, optimizer, schedule, RNG states and history and continues exactly.
@@ -83,6 +84,7 @@ class StepOutput:
     loss: torch.Tensor
     logits: torch.Tensor
     logs: dict[str, float] = field(default_factory=dict)
+    backward_done: bool = False  # the step called `Method.backward` itself; `fit` then only steps the optimiser
 
 
 class TrainingError(RuntimeError):
@@ -99,6 +101,8 @@ class Method:
     # True where some parameters get no gradient in some steps (RDI-Net's warm-up leaves the routers
     # out): DDP then has to look for unused parameters.
     unused_parameters: bool = False
+    # The backward function `fit` binds (accelerate's); None outside `fit`: plain `loss.backward()`.
+    _backward: Callable[[torch.Tensor], None] | None = None
 
     def hparams(self) -> dict:
         """The method's hyperparameters: its public attributes."""
@@ -114,9 +118,16 @@ class Method:
     def on_epoch_end(self, model: nn.Module, epoch: int, record: dict) -> None:
         """Called after each epoch's checkpoint is written."""
 
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backpropagate `loss` as `fit` would, for a `training_step` that does it itself (then `backward_done`)."""
+        if self._backward is None:
+            loss.backward()
+        else:
+            self._backward(loss)
+
     def training_step(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                       criterion: nn.Module) -> StepOutput:
-        """One forward (or several) and the loss to minimise."""
+        """One forward (or several) and the loss to minimise; gradients are zeroed before it."""
         logits = model(images)
         return StepOutput(criterion(logits, labels), logits)
 
@@ -342,6 +353,7 @@ def fit(model: nn.Module, data: DataBundle, config: TrainConfig, out_dir: str | 
     if config.tensorboard:
         accelerator.init_trackers(desc)
     train_model = torch.compile(model) if config.compile else model
+    method._backward = accelerator.backward
     evaluation: dict[str, torch.Tensor] = {}
     for epoch in range(start_epoch, config.epochs):
         method.on_epoch_start(accelerator.unwrap_model(model), epoch)
@@ -362,10 +374,11 @@ def fit(model: nn.Module, data: DataBundle, config: TrainConfig, out_dir: str | 
             inputs = prepared.preprocess(images, train=True)
             if cuda:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
+            optimizer.zero_grad(set_to_none=True)
             with accelerator.autocast():
                 out = method.training_step(train_model, inputs, labels, criterion)
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(out.loss)
+            if not out.backward_done:
+                accelerator.backward(out.loss)
             optimizer.step()
             scheduler.step()
             loss = out.loss.detach()
@@ -416,6 +429,7 @@ def fit(model: nn.Module, data: DataBundle, config: TrainConfig, out_dir: str | 
         method.on_epoch_end(accelerator.unwrap_model(model), epoch, record)
     if not evaluation:
         evaluation = evaluate(model, prepared, method, accelerator)
+    method._backward = None
     if config.tensorboard:
         accelerator.end_training()
     return FitResult(accelerator.unwrap_model(model), history, evaluation)

@@ -5,12 +5,12 @@ import pytest
 import torch
 from torch import nn
 
-from adn import ADNet, BaseNet, all_configs, create_model, list_models
+from adn import ADNet, BaseNet, all_configs, convert_sync_batchnorm, create_model, list_models
 from adn.counting import attention_macs, elementwise_ops
 from adn.detection import adn_detector
-from adn.losses import adn_loss, joint_ce_loss, kl_distill
+from adn.losses import adn_loss, distillation, joint_ce_loss, kl_distill
 from adn.method import ADNMethod
-from adn.model import SkipAwareLayerNorm, parse_skip, split_stages
+from adn.model import SkipAwareBatchNorm2d, SkipAwareLayerNorm, SkipAwareSyncBatchNorm, parse_skip, split_stages
 from adn.tables import TABLE1, bn_mean_distances
 from common.backbones import create_backbone
 from common.data import build_data
@@ -112,13 +112,20 @@ def test_torchvision_parameter_names_are_kept(resnet50):
 
 
 def test_skip_aware_norm_overhead_resnet50(resnet50):
-    # Twins of every norm in the always-executed blocks: blocks kept [2,2,3,2] at widths 64..512
-    # (bn1, bn2: w; bn3: 4w), plus the downsampling BN (4w) of each stage's first block; γ and β each.
+    # Twins of the residual-branch norms of the always-executed blocks, as the authors' code: blocks
+    # kept [2,2,3,2] at widths 64..512 (bn1, bn2: w; bn3: 4w), γ and β each. The projection
+    # shortcut's BN of each stage's first block stays shared.
     kept, widths = [2, 2, 3, 2], [64, 128, 256, 512]
-    expected = sum(2 * (k * (w + w + 4 * w) + 4 * w) for k, w in zip(kept, widths))
-    assert expected == 33_792
+    expected = sum(2 * k * (w + w + 4 * w) for k, w in zip(kept, widths))
+    assert expected == 26_112
     assert count_params(resnet50) - count_params(create_backbone("resnet50")) == expected
     assert sum(p.numel() for p in resnet50.skip_norm_parameters()) == expected
+    shortcuts = [m for n, m in resnet50.named_modules() if ".downsample." in n and isinstance(m, nn.BatchNorm2d)]
+    assert len(shortcuts) == 4 and not any(isinstance(m, SkipAwareBatchNorm2d) for m in shortcuts)
+
+
+def test_resnet50_adn_has_the_papers_parameter_count():
+    assert count_params(create_model("resnet50_adn")) == 25_583_144  # Table 1: 25.58 M
 
 
 def test_vit_gets_switchable_layer_norms():
@@ -170,7 +177,25 @@ def test_mobilenetv2_counts():
     macs = model_macs(model, IMAGENET)
     assert macs / 1e9 == pytest.approx(0.3008, abs=5e-4)
     assert (macs + elementwise_ops(model, IMAGENET)) / 1e9 == pytest.approx(0.32, abs=0.002)  # paper's convention
-    assert count_params(model) - count_params(create_backbone("mobilenet_v2")) == 15_472
+    # authors' code: twins in the adaptive stages' kept blocks (15,472) and in the stem (64), the
+    # one-block stages features.1 (96) and features.17 (4,480) and the head conv (2,560)
+    assert count_params(model) - count_params(create_backbone("mobilenet_v2")) == 15_472 + 64 + 96 + 4_480 + 2_560
+    assert count_params(model) == 3_527_544
+
+
+@pytest.mark.parametrize("twin,stage", [("features.0.1", 0), ("features.1.conv.2", 0),
+                                        ("features.17.conv.3", 4), ("features.18.1", 4)])
+def test_mobilenetv2_outer_twins_switch_with_the_neighbouring_stage(twin, stage):
+    torch.manual_seed(0)
+    model = create_model("mobilenetv2_adn", num_classes=10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    configs = ["".join("T" if s == k else "F" for k in range(5)) for s in (stage, 4 - stage)]
+    before = {c: model(x, skip=c) for c in configs}
+    with torch.no_grad():
+        model.net.get_submodule(twin).skip_norm.bias.add_(1.0)
+    own, other = configs  # the twin is in use exactly when its stage skips
+    assert not torch.equal(model(x, skip=own), before[own])
+    assert torch.equal(model(x, skip=other), before[other])
 
 
 @pytest.mark.parametrize("backbone,size", [("resnet20_cifar", (3, 32, 32)), ("mobilenet_v2", (3, 32, 32))])
@@ -223,6 +248,42 @@ def test_loss_equals_eq8_on_a_hand_computed_example():
         0.5 * (ce - math.log(0.5)))
 
 
+def test_distillation_over_the_teachers_top_classes_on_a_hand_computed_example():
+    # image 1: the teacher's top 2 of (2, 0, 1) are classes 0 and 2; image 2: of (0, 3, 1), classes 1 and 2
+    teacher = torch.tensor([[2.0, 0.0, 1.0], [0.0, 3.0, 1.0]])
+    student = torch.tensor([[0.0, 5.0, 1.0], [1.0, 0.0, 2.0]])
+    expected = (_kl(_softmax([2, 1]), _softmax([0, 1])) + _kl(_softmax([3, 1]), _softmax([0, 2]))) / 2
+    assert float(kl_distill(student, teacher, topk=2)) == pytest.approx(expected, rel=1e-6)
+    everything = (_kl(_softmax([2, 0, 1]), _softmax([0, 5, 1])) + _kl(_softmax([0, 3, 1]), _softmax([1, 0, 2]))) / 2
+    assert float(kl_distill(student, teacher, topk=3)) == pytest.approx(everything, rel=1e-6)
+    assert float(kl_distill(student, teacher)) == pytest.approx(everything, rel=1e-6)
+
+
+def test_distillation_of_chosen_stages_on_a_hand_computed_example():
+    labels, super_logits, base_logits = torch.tensor([0]), torch.tensor([[2.0, 0.0]]), torch.tensor([[1.0, 1.0]])
+    s1, b1 = torch.tensor([[1.0, 3.0]]), torch.tensor([[2.0, 2.0]])  # pooled stage outputs
+    s2, b2 = torch.tensor([[0.0, 1.0]]).view(1, 2, 1, 1), torch.tensor([[1.0, 0.0]]).view(1, 2, 1, 1)
+    kl1, kl2 = _kl(_softmax([1, 3]), _softmax([2, 2])), _kl(_softmax([0, 1]), _softmax([1, 0]))
+    kl_logit = _kl(_softmax([2, 0]), _softmax([1, 1]))
+    for stages, expected in [(None, kl1 + kl2), ((1, 2), kl1 + kl2), ((2,), kl2), ((), 0.0)]:
+        feature_kl, logit_kl = distillation(super_logits, base_logits, [s1, s2], [b1, b2], feature_stages=stages)
+        assert float(feature_kl) == pytest.approx(expected, abs=1e-7) and float(logit_kl) == pytest.approx(kl_logit)
+    # the authors' README command, scaled down: the top-1 class only (a one-class distribution: KL 0), no features
+    ce = -math.log(_softmax([2, 0])[0])
+    loss, _ = adn_loss(labels, super_logits, base_logits, [s1, s2], [b1, b2], topk_classes=1, feature_stages=())
+    assert float(loss) == pytest.approx(0.5 * ce, rel=1e-6)
+    with pytest.raises(ValueError, match=r"\(3,\) must lie in 1\.\.2"):
+        distillation(super_logits, base_logits, [s1, s2], [b1, b2], feature_stages=(3,))
+    with pytest.raises(ValueError, match="got 0"):
+        ADNMethod(topk_classes=0)
+
+
+def test_distillation_options_enter_the_run_key():
+    method = ADNMethod(topk_classes=500, feature_stages=[1, 2, 3], eval_configs=("TTF",))
+    assert method.hparams() == {"alpha": 0.5, "temperature": 1.0, "specialize": True, "topk_classes": 500,
+                                "feature_stages": (1, 2, 3)}
+
+
 def test_teacher_gets_no_gradient_from_the_distillation_term():
     model = tiny_adn().train()
     images = torch.randn(4, 3, 32, 32)
@@ -248,10 +309,35 @@ def test_training_step_runs_both_subnetworks_and_the_ablation():
     s_logits, s_feats = model(images, skip="super", return_features=True)
     b_logits, b_feats = model(images, skip="base", return_features=True)
     expected = adn_loss(labels, s_logits, b_logits, s_feats, b_feats)[0].detach()
-    assert float(out.loss.detach()) == pytest.approx(float(expected), rel=1e-5)
-    assert set(out.logs) == {"ce_super", "ce_base", "kl_features", "kl_logits"}
+    assert float(out.loss) == pytest.approx(float(expected), rel=1e-5)
+    assert set(out.logs) == {"ce_super", "ce_base", "kl_features", "kl_logits"} and out.backward_done
     ablation = ADNMethod(specialize=False).training_step(model, images, labels, criterion)
     assert float(ablation.loss) == pytest.approx(0.5 * (out.logs["ce_super"] + out.logs["ce_base"]), rel=1e-4)
+
+
+@pytest.mark.parametrize("options", [{}, {"specialize": False}, {"topk_classes": 3, "feature_stages": (2,)}])
+def test_backward_per_subnetwork_gives_the_gradients_of_one_backward_on_the_sum(options):
+    torch.manual_seed(0)
+    images, labels, criterion = torch.randn(4, 3, 32, 32), torch.arange(4), nn.CrossEntropyLoss()
+    two, one = tiny_adn().train(), tiny_adn().train()  # the same weights
+    order = []  # (configuration, gradients already there?) at the start of each forward
+    two.net.register_forward_pre_hook(lambda m, i: order.append((two.skip, two.net.fc.weight.grad is not None)))
+    method = ADNMethod(**options)
+    out = method.training_step(two, images, labels, criterion)
+    assert order == [((False,) * 3, False), ((True,) * 3, True)]  # the super-net's backward ran before the base-net
+    s_logits, s_feats = one(images, skip="super", return_features=True)
+    b_logits, b_feats = one(images, skip="base", return_features=True)
+    if method.specialize:
+        total, _ = adn_loss(labels, s_logits, b_logits, s_feats, b_feats, criterion=criterion,
+                            topk_classes=method.topk_classes, feature_stages=method.feature_stages)
+    else:
+        total = joint_ce_loss(labels, s_logits, b_logits, criterion)
+    total.backward()  # Alg. 1, line 8: one backward on the sum
+    assert float(out.loss) == pytest.approx(float(total.detach()), rel=1e-6) and out.backward_done
+    assert method.unused_parameters  # each backward leaves some weights out: DDP must look for them
+    for (name, a), (_, b) in zip(two.named_parameters(), one.named_parameters()):
+        assert a.grad is not None and b.grad is not None, name
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-7, msg=name)
 
 
 def test_tiny_cifar_adn_trains_with_decreasing_loss_for_both_subnetworks(tmp_path):
@@ -261,6 +347,36 @@ def test_tiny_cifar_adn_trains_with_decreasing_loss_for_both_subnetworks(tmp_pat
     first, last = result.history[0], result.history[-1]
     assert last["ce_super"] < first["ce_super"] and last["ce_base"] < first["ce_base"]
     assert result.evaluation["logits_base"].shape == result.evaluation["logits"].shape == (50, 10)
+
+
+def test_torchs_sync_batchnorm_conversion_is_refused():
+    model = tiny_adn()
+    nn.SyncBatchNorm.convert_sync_batchnorm(model)  # rebuilds every skip-aware BN as a plain SyncBatchNorm
+    with pytest.raises(RuntimeError, match="adn.convert_sync_batchnorm"):
+        model(torch.randn(2, 3, 32, 32), skip="base")
+    with pytest.raises(RuntimeError, match="skip-aware twin"):
+        model.eval()
+
+
+def test_convert_sync_batchnorm_keeps_the_twins():
+    model = tiny_adn()
+    with torch.no_grad():
+        for p in model.skip_norm_parameters():
+            p.add_(torch.rand_like(p))
+    model.set_skip("TFT")
+    model.eval()
+    x = torch.randn(2, 3, 32, 32)
+    expected = {config: model(x, skip=config) for config in ("super", "base", "TFT")}
+    assert convert_sync_batchnorm(model) is model
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert norms and all(isinstance(m, nn.SyncBatchNorm) for m in norms)
+    twins = [n for stage in model.norms for n in stage]
+    assert len(twins) == 12 and all(isinstance(n, SkipAwareSyncBatchNorm) for n in twins)
+    assert [n.skipping for n in twins] == [True] * 4 + [False] * 4 + [True] * 4  # the set configuration survives
+    for config, logits in expected.items():  # the base-net's output needs the (perturbed) twins
+        assert torch.equal(model(x, skip=config), logits), config
+    model.train()(x, skip="base").sum().backward()  # trains (one process: no synchronisation needed)
+    assert all(p.grad is not None for p in model.skip_norm_parameters())
 
 
 def test_save_and_load_keep_both_norm_sets(tmp_path):

@@ -109,3 +109,30 @@ def test_cosine_with_warmup_schedule():
 def test_unknown_schedule_names_choices():
     with pytest.raises(ValueError, match="multistep, cosine"):
         build_optimizer(nn.Linear(2, 2), TrainConfig(schedule="linear"), [], 1)
+
+
+def test_a_method_may_call_backward_itself(tmp_path):
+    class OwnBackward(Method):
+        """Plain training, but the step calls `backward` itself (as ADN does between its two forwards)."""
+
+        def training_step(self, model, images, labels, criterion):
+            logits = model(images)
+            loss = criterion(logits, labels)
+            self.bound.append(type(getattr(self._backward, "__self__", None)).__name__)
+            self.backward(loss)
+            return StepOutput(loss.detach(), logits, backward_done=True)
+
+    config = TrainConfig(epochs=1, batch_size=32, lr=0.05, milestones=(), seed=1)
+    method = OwnBackward()
+    method.bound = []
+    own = fit(tiny_model(), tiny_data(), config, tmp_path / "own", method=method, progress=False)
+    plain = fit(tiny_model(), tiny_data(), config, tmp_path / "plain", progress=False)
+    assert method.bound == ["Accelerator"] * 3 and method._backward is None  # fit binds accelerate's, then unbinds
+    for (name, a), (_, b) in zip(own.model.state_dict().items(), plain.model.state_dict().items()):
+        assert torch.equal(a, b), name  # gradients zeroed before the step, and no second backward
+
+
+def test_method_backward_outside_fit_is_plain_backward():
+    model = nn.Linear(3, 1)
+    Method().backward(model(torch.ones(2, 3)).sum())
+    assert torch.equal(model.weight.grad, torch.full((1, 3), 2.0))
