@@ -11,7 +11,7 @@ import torch
 
 from common.hub import HubBackbone
 from common.metrics import accuracy, count_params, measure_latency, model_macs
-from common.reproduction import CIFAR10, Cell, Context, Target
+from common.reproduction import CIFAR10, MINI_DEPTH, MINI_RECIPE, Cell, Context, Target
 from common.runs import ModelSpec, Run
 from common.train import Method, TrainConfig, evaluate
 
@@ -85,9 +85,10 @@ TABLE4 = {
 DETECTION_SIZE = (800, 1280)  # H × W of mmdetection's get_flops default input
 
 # CIFAR-10 analogues: one depth and one recipe per preset, the same for every row of a table.
-CIFAR_DEPTH = {"smoke": 20, "short": 56, "paper": 110}
+CIFAR_DEPTH = {"smoke": 20, "mini": MINI_DEPTH, "short": 56, "paper": 110}
 CIFAR_RECIPES = {
     "smoke": TrainConfig(epochs=1, batch_size=64, lr=0.05, milestones=(), weight_decay=1e-4),
+    "mini": MINI_RECIPE,  # the shared CPU recipe of every paper's mini rows
     # One GPU, ≤ ~10 min per model: 40 epochs cosine with 1 warm-up epoch (the shared baselines' short recipe).
     "short": TrainConfig(epochs=40, batch_size=128, lr=0.1, schedule="cosine", warmup_epochs=1,
                          nesterov=True, weight_decay=5e-4),
@@ -102,7 +103,7 @@ SMOKE_LIMITS = {"train_limit": 512, "test_limit": 500}
 IMAGENET_RECIPES = {"resnet50": TrainConfig(epochs=150, batch_size=256, lr=0.1, milestones=(60, 100, 140),
                                             weight_decay=1e-4, no_decay_norm_bias=True)}
 # measure_latency (warm-up, repeats) at batch 64: a single timed forward on the smoke preset (CPU minutes).
-LATENCY_RUNS = {"smoke": (0, 1), "short": (5, 20), "paper": (5, 20)}
+LATENCY_RUNS = {"smoke": (0, 1), "mini": (2, 5), "short": (5, 20), "paper": (5, 20)}
 LATENCY_BATCH = 64
 
 
