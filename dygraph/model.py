@@ -15,10 +15,11 @@ per-sample adjacency matrices live in one buffer M ∈ R^{B×N×N} (Sec. 3.3): n
 output weights into row i, node j reads its input weights from column j.
 
 A node whose input edges are all closed for a sample is *removed* for it (Sec. 3.2): its output
-is zero and its router's row stays zero. In "masked" mode (training) every node runs on the whole
-batch and removed samples are multiplied by 0; in "skip" mode (inference) a node runs only on the
-sub-batch of samples that keep it, and an edge closed for every sample of that sub-batch is not
-aggregated at all, so a batch-1 forward executes exactly the open graph.
+is zero and its router's row stays zero. Either mode runs a node's block only on the samples that
+keep it, so a removed sample never enters the block's BatchNorm batch statistics. In "masked"
+mode (training) every edge is aggregated over the whole batch, so closed edges keep their
+straight-through gradient; in "skip" mode (inference) an edge closed for every sample that keeps
+the node is not aggregated at all, so a batch-1 forward executes exactly the open graph.
 """
 from __future__ import annotations
 
@@ -174,7 +175,7 @@ class DAGStage(nn.Module):
                 if j == last:
                     out = aggregated
                     break
-                y = self.nodes[j - 1](aggregated) * live.view(-1, 1, 1, 1).to(x0.dtype)
+                y = self._masked_node(j, aggregated, live)
                 buffer[:, j, self.targets[j]] = self.edge_weights(j, y).float() * live[:, None]
             else:
                 y = self._skip_node(j, weights, live, inputs, buffer)
@@ -184,6 +185,19 @@ class DAGStage(nn.Module):
             features.append(y)
         self.last_buffer, self.last_alive = buffer, torch.stack(alive, dim=1)
         return out
+
+    def _masked_node(self, j: int, aggregated: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
+        """Block j on the samples that keep it (Sec. 3.2), 0 for the removed ones: their zero input
+        never enters the block's BatchNorm batch statistics. With no sample left the block does not
+        run (its parameters get no gradient in that step)."""
+        if bool(live.all()):
+            return self.nodes[j - 1](aggregated)
+        out = torch.zeros_like(aggregated)
+        index = live.nonzero().flatten()
+        if index.numel() == 0:
+            return out
+        y = self.nodes[j - 1](aggregated[index])
+        return out.index_copy(0, index, y.to(out.dtype))
 
     def _skip_node(self, j: int, weights: torch.Tensor, live: torch.Tensor, features: list[torch.Tensor],
                    buffer: torch.Tensor) -> torch.Tensor:

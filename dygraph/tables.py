@@ -95,6 +95,8 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 class DYGraphMethod(Method):
     """Cross-entropy (Eq. 5); τ without weight decay; evaluation with real skipping, nodes executed as extras."""
 
+    unused_parameters = True  # a node removed for every image of a batch does not run (Sec. 3.2)
+
     def param_groups(self, model):
         return [GroupSpec("tau", lambda name, p: name.endswith(".tau"), lr=self.lr, weight_decay=0.0)]
 

@@ -1,6 +1,8 @@
 """DY-Graph: Eq. 1-4, the buffer M, thresholds, static α, real skipping, counts vs Table 1, training."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -126,10 +128,43 @@ def test_skipping_fully_closed_nodes_changes_no_output_and_really_skips():
         skipped = stage(x)
     closed = (alpha[:, 0] < tau).sum().item()
     assert 0 < closed < 6
-    assert calls == [6, 6 - closed]  # masked ran node 1 on all samples, skip only on the open ones
+    assert calls == [6 - closed, 6 - closed]  # both modes run node 1 only on the samples that keep it
     assert torch.equal(stage.last_alive[:, 1], alpha[:, 0] >= tau)
     torch.testing.assert_close(skipped, masked, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(stage.last_buffer, masked_buffer, rtol=1e-5, atol=1e-6)
+
+
+def test_removed_images_stay_out_of_a_nodes_batchnorm_statistics():
+    stage = tiny_stage(nodes=3).train()
+    stage.first.eval()  # x0 per image, so node 1's input does not depend on the rest of the batch
+    x = torch.randn(8, 3, 8, 8)
+    with torch.no_grad():
+        x0 = stage.first(x)
+        alpha = stage.routers[0](x0)
+    stage.tau.data[0] = alpha[:, 0].median()  # closes edge 0→1, node 1's only input, for half of the images
+    live = alpha[:, 0] >= stage.tau[0]
+    assert 0 < int(live.sum()) < 8
+    kept, everyone = copy.deepcopy(stage.nodes[0]), copy.deepcopy(stage.nodes[0])
+    with torch.no_grad():
+        stage(x)
+        inputs = alpha[:, :1, None, None] * live.view(-1, 1, 1, 1) * x0  # Eq. 1: 0 for removed images
+        kept(inputs[live])
+        everyone(inputs)
+    norm = stage.nodes[0][1]
+    torch.testing.assert_close(norm.running_mean, kept[1].running_mean)
+    torch.testing.assert_close(norm.running_var, kept[1].running_var)
+    assert not torch.allclose(norm.running_mean, everyone[1].running_mean)  # what zero inputs would give
+
+
+def test_a_node_removed_for_every_image_leaves_its_batchnorm_untouched():
+    stage = tiny_stage(nodes=3, tau_init=2.0).train()  # τ above every σ: all edges closed, every node removed
+    before = [copy.deepcopy(node[1].state_dict()) for node in stage.nodes]
+    out = stage(torch.randn(4, 3, 8, 8))
+    assert not stage.last_alive[:, 1:].any() and torch.count_nonzero(out) == 0
+    out.sum().backward()  # the routers and τ stay in the graph
+    for node, state in zip(stage.nodes, before):
+        for key, value in node[1].state_dict().items():
+            assert torch.equal(value, state[key]), key
 
 
 def test_skip_mode_at_batch_one_counts_fewer_macs_for_a_closed_node():
