@@ -26,6 +26,7 @@ from __future__ import annotations
 import networkx as nx
 import torch
 from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from common.backbones import create_backbone, residual_stages
@@ -263,13 +264,31 @@ def rewire(model: nn.Module, wiring: str = "dynamic", min_blocks: int = 2, **sta
     return stages
 
 
+def zero_init_last_bn(model: nn.Module) -> int:
+    """γ = 0 in the last BatchNorm of every ResNet/ResNeXt residual branch (Goyal et al. 2017,
+    arXiv:1706.02677), so that each block starts as its shortcut; returns how many BatchNorms it zeroed."""
+    norms = [m.bn3 if isinstance(m, Bottleneck) else m.bn2 for m in model.modules()
+             if isinstance(m, (BasicBlock, Bottleneck))]
+    for norm in norms:
+        nn.init.zeros_(norm.weight)
+    return len(norms)
+
+
 class DYGraphNet(nn.Module, HubModel, library_name="dynnets", tags=["dynnets", "dygraph"], license="mit"):
-    """A `common.backbones` network whose stages are complete DAGs with dynamic (α_b) or static (α) edges."""
+    """A `common.backbones` network whose stages are complete DAGs with dynamic (α_b) or static (α) edges.
+
+    `zero_init_residual`: Goyal et al.'s zero-γ init of each residual branch's last BatchNorm, which
+    App. 6.1 prescribes for ResNets/ResNeXt ("other details ... the same as (Goyal et al., 2017)");
+    it touches only BasicBlock/Bottleneck backbones (MobileNetV2 and RegNets keep torchvision's init).
+    """
 
     def __init__(self, backbone: str = "resnet50", num_classes: int | None = None, wiring: str = "dynamic",
-                 tau_init: float = 0.0, temperature: float = 0.1, use_threshold: bool = True):
+                 tau_init: float = 0.0, temperature: float = 0.1, use_threshold: bool = True,
+                 zero_init_residual: bool = True):
         super().__init__()
         self.net = create_backbone(backbone, num_classes)
+        if zero_init_residual:
+            zero_init_last_bn(self.net)
         rewire(self.net, wiring, tau_init=tau_init, temperature=temperature, use_threshold=use_threshold)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ import copy
 import pytest
 import torch
 from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from common.backbones import create_backbone
 from common.metrics import count_macs, count_params, model_macs
@@ -248,6 +249,22 @@ def test_detection_backbone_plugs_into_faster_rcnn():
     assert [f.shape[1] for f in features.values()] == [256] * 5
 
 
+def test_zero_gamma_init_makes_every_residual_block_start_as_its_shortcut():
+    for name, block_type, last in (("dygraph_resnet20_cifar", BasicBlock, "bn2"),
+                                   ("static_resnet50", Bottleneck, "bn3")):
+        model = create_model(name).eval()
+        blocks = [m for m in model.modules() if isinstance(m, block_type)]
+        assert len(blocks) == (9 if block_type is BasicBlock else 16)
+        assert all(torch.count_nonzero(getattr(b, last).weight) == 0 for b in blocks)
+        assert all(torch.all(b.bn1.weight == 1) for b in blocks)  # only the branch's last BN
+        node = dag_stages(model)[0].nodes[0]  # identity shortcut
+        x = torch.randn(2, node.conv1.in_channels, 8, 8).relu()
+        with torch.no_grad():
+            torch.testing.assert_close(node(x), x)
+    plain = create_model("dygraph_resnet20_cifar", zero_init_residual=False)
+    assert all(torch.all(b.bn2.weight == 1) for b in plain.modules() if isinstance(b, BasicBlock))
+
+
 def test_tiny_dygraph_trains_with_decreasing_loss():
     from common.data import build_data
 
@@ -256,15 +273,15 @@ def test_tiny_dygraph_trains_with_decreasing_loss():
     images, labels = next(iter(data.train_loader))
     inputs = data.preprocess(images, train=False)
     model = create_model("dygraph_resnet20_cifar", tau_init=0.1).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     losses = []
-    for _ in range(6):
+    for _ in range(8):  # zero-γ blocks start as identities, so the first steps move the loss gently
         loss = nn.functional.cross_entropy(model(inputs), labels)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    assert losses[-1] < losses[0] - 0.3, losses
+    assert all(b < a for a, b in zip(losses, losses[1:])) and losses[-1] < losses[0] - 0.3, losses
     assert all(s.tau.grad is not None for s in dag_stages(model))
 
 
