@@ -23,6 +23,8 @@ the node is not aggregated at all, so a batch-1 forward executes exactly the ope
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import networkx as nx
 import torch
 from torch import nn
@@ -30,7 +32,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from common.backbones import create_backbone, residual_stages
-from common.hub import HubModel
+from common.hub import HubModel, load_state_strict
 
 MODES = ("masked", "skip")
 WIRINGS = ("dynamic", "static")
@@ -367,18 +369,53 @@ class RandWireNet(nn.Module, HubModel, library_name="dynnets", tags=["dynnets", 
 
 # --- Detection backbone (Table 2) ----------------------------------------------------------------
 
+DETECTION_BACKBONES = ("resnet50", "resnet101", "resnext50_32x4d")
+TrainedWeights = nn.Module | dict[str, torch.Tensor] | str | Path
+
+
+def backbone_state(weights: TrainedWeights) -> dict[str, torch.Tensor]:
+    """A trained classification model's body tensors under torchvision ResNet names (classifier `fc` left out).
+
+    `weights`: a DY-Graph (`DYGraphNet`) or baseline (`HubBackbone`) model, its state dict, or a folder
+    in Hub layout written by `save_pretrained`. BatchNorm's `num_batches_tracked` is dropped, as
+    torchvision's `FrozenBatchNorm2d` does when it loads a BatchNorm.
+    """
+    if isinstance(weights, nn.Module):
+        state = weights.state_dict()
+    elif isinstance(weights, dict):
+        state = weights
+    elif isinstance(weights, (str, Path)):
+        file = Path(weights) / "model.safetensors"
+        if not file.is_file():
+            raise ValueError(f"No model.safetensors in {str(weights)!r}; give a folder written by save_pretrained, "
+                             f"a state dict or a model.")
+        from safetensors.torch import load_file
+
+        state = load_file(str(file))
+    else:
+        raise TypeError(f"Cannot read backbone weights from a {type(weights).__name__}; valid: a model, a state "
+                        f"dict, a folder written by save_pretrained.")
+    if state and all(key.startswith("net.") for key in state):  # DYGraphNet / HubBackbone keep the net in .net
+        state = {key[len("net."):]: value for key, value in state.items()}
+    return {key: value for key, value in state.items()
+            if not key.startswith("fc.") and not key.endswith("num_batches_tracked")}
+
+
 def detection_backbone(name: str = "resnet50", wiring: str | None = "dynamic", trainable_layers: int = 3,
-                       **stage_kwargs) -> nn.Module:
+                       weights: TrainedWeights | None = None, **stage_kwargs) -> nn.Module:
     """A (DY-Graph) ResNet/ResNeXt body with FPN for torchvision's Faster R-CNN (Table 2).
 
-    Frozen BatchNorm and the first `5 - trainable_layers` layers frozen, as torchvision's
-    `resnet_fpn_backbone`; `wiring=None` gives the static baseline.
+    `weights` (see `backbone_state`) is the Table 1 classification model the detector fine-tunes
+    (Sec. 4.2): every tensor of its body is loaded, strictly, into the detector's body, its
+    BatchNorms becoming `FrozenBatchNorm2d` with the trained γ, β and running statistics. As
+    torchvision's `resnet_fpn_backbone`, BatchNorm is frozen and the first `5 - trainable_layers`
+    layers too; `wiring=None` gives the static baseline.
     """
     from torchvision import models
     from torchvision.models.detection.backbone_utils import BackboneWithFPN
 
-    if name not in ("resnet50", "resnet101", "resnext50_32x4d"):
-        raise ValueError(f"Unknown detection backbone {name!r}; valid: resnet50, resnet101, resnext50_32x4d.")
+    if name not in DETECTION_BACKBONES:
+        raise ValueError(f"Unknown detection backbone {name!r}; valid: {', '.join(DETECTION_BACKBONES)}.")
     body = getattr(models, name)(norm_layer=FrozenBatchNorm2d)
     if wiring is not None:
         rewire(body, wiring, **stage_kwargs)
@@ -386,16 +423,21 @@ def detection_backbone(name: str = "resnet50", wiring: str | None = "dynamic", t
     for layer_name, parameter in body.named_parameters():
         if any(layer_name.startswith(f) for f in frozen):
             parameter.requires_grad_(False)
-    return BackboneWithFPN(body, {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"},
-                           [256, 512, 1024, 2048], 256)
+    backbone = BackboneWithFPN(body, {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"},
+                               [256, 512, 1024, 2048], 256)
+    if weights is not None:
+        source = str(weights) if isinstance(weights, (str, Path)) else f"the given {type(weights).__name__}"
+        load_state_strict(backbone.body, backbone_state(weights), source)
+    return backbone
 
 
 def faster_rcnn(name: str = "resnet50", wiring: str | None = "dynamic", num_classes: int = 91,
-                **detector_kwargs) -> nn.Module:
-    """torchvision Faster R-CNN + FPN on a (DY-Graph) backbone."""
+                weights: TrainedWeights | None = None, trainable_layers: int = 3, **detector_kwargs) -> nn.Module:
+    """torchvision Faster R-CNN + FPN on a (DY-Graph) backbone, initialised from `weights` when given."""
     from torchvision.models.detection import FasterRCNN
 
-    return FasterRCNN(detection_backbone(name, wiring), num_classes=num_classes, **detector_kwargs)
+    backbone = detection_backbone(name, wiring, trainable_layers, weights)
+    return FasterRCNN(backbone, num_classes=num_classes, **detector_kwargs)
 
 
 # --- Counting -----------------------------------------------------------------------------------

@@ -151,11 +151,22 @@ def _train_cifar(ctx: Context, row: str, name: str, variant: str | None) -> Run:
     return result
 
 
+def _imagenet_run(ctx: Context, row: str, spec: ModelSpec, config: TrainConfig) -> Run:
+    """The `paper` preset: the row's ImageNet run with `config` (global batch), reused when finished."""
+    return ctx.train(row, spec, ctx.data("imagenet", batch_size=config.batch_size), config, DYGraphMethod(config.lr))
+
+
 def _train_imagenet(ctx: Context, row: str, spec: ModelSpec, config: TrainConfig) -> tuple[float, float]:
     """The `paper` preset: ImageNet with the appendix recipe (global batch); (top-1, top-5) of the last epoch."""
-    data = ctx.data("imagenet", batch_size=config.batch_size)
-    result = ctx.train(row, spec, data, config, DYGraphMethod(config.lr))
+    result = _imagenet_run(ctx, row, spec, config)
     return result.history[-1]["test_top1"], result.history[-1]["test_top5"]
+
+
+def _table1_run(ctx: Context, name: str, variant: str | None) -> Run:
+    """Table 1's ImageNet run of a backbone (baseline or DY-Graph): the same row and key as run_table1's."""
+    label = TABLE1[name][0]
+    row = f"{label} baseline" if variant is None else f"{label} DY-Graph"
+    return _imagenet_run(ctx, row, ModelSpec(_build, name, variant), IMAGENET_RECIPES[_family(name)])
 
 
 def run_table1(ctx: Context) -> list[Cell]:
@@ -204,13 +215,23 @@ def run_table1(ctx: Context) -> list[Cell]:
 
 
 def run_table2(ctx: Context) -> list[Cell]:
-    """Backbone GFLOPs at 800×1333 (2 × MACs of the body); a Faster R-CNN + FPN forward on a dummy image."""
-    cells = []
+    """Backbone GFLOPs at 800×1333 (2 × MACs of the body); a Faster R-CNN + FPN forward on a dummy image.
+
+    Sec. 4.2 fine-tunes the Table 1 backbones: on `paper` each detector body is loaded from its Table 1
+    ImageNet run (trained, or reused when finished); COCO fine-tuning itself is not available here.
+    """
+    cells, trained = [], {}
     image = torch.zeros(1, 3, 800, 1333)
     for name, (label, rows) in TABLE2.items():
         for method, values in rows.items():
+            variant = None if method == "Baseline" else "dygraph"
+            weights = None
+            if ctx.preset == "paper":
+                run = _table1_run(ctx, name, variant)
+                weights = trained[f"{label} {method}"] = run.model
+                ctx.extra.setdefault("backbone_runs", {})[f"{label} {method}"] = run.directory.name
             torch.manual_seed(ctx.seed)
-            backbone = detection_backbone(name, None if method == "Baseline" else "dynamic").eval()
+            backbone = detection_backbone(name, None if variant is None else "dynamic", weights=weights).eval()
             macs = count_macs(backbone.body, image)
             cells.append(Cell(f"{label} {method}", "GFLOPs", values[0], 2 * macs / 1e9, "G",
                               note="ours: 2 × MACs of the backbone body (no FPN) at 800×1333"))
@@ -218,11 +239,14 @@ def run_table2(ctx: Context) -> list[Cell]:
                 ctx.extra.setdefault("body_plus_fpn_gmacs", {})[method] = count_macs(backbone, image) / 1e9
             for column, value in zip(TABLE2_COLUMNS[1:], values[1:]):
                 cells.append(Cell(f"{label} {method}", column, value, None, "%", note="COCO: not available here"))
+    # The forward loads its body the same way: the Table 1 run on `paper`, an untrained DY-Graph ResNet-50 elsewhere.
     torch.manual_seed(ctx.seed)
-    detector = faster_rcnn("resnet50", "dynamic", min_size=320, max_size=533).eval()
+    weights = trained["ResNet50 DY-Graph"] if ctx.preset == "paper" else _build("resnet50", "dygraph")
+    detector = faster_rcnn("resnet50", "dynamic", weights=weights, min_size=320, max_size=533).eval()
     with torch.no_grad():
         detections = detector([torch.rand(3, 320, 480)])
-    ctx.extra["detector_forward"] = {"input": [3, 320, 480], "outputs": {k: list(v.shape) for k, v in detections[0].items()}}
+    ctx.extra["detector_forward"] = {"input": [3, 320, 480], "outputs": {k: list(v.shape) for k, v in detections[0].items()},
+                                     "backbone": "Table 1 run" if ctx.preset == "paper" else "untrained"}
     return _notes_once(cells)
 
 

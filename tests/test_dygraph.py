@@ -9,7 +9,9 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from common.backbones import create_backbone
+from common.hub import WeightsError
 from common.metrics import count_macs, count_params, model_macs
+from common.runs import ModelSpec
 from dygraph import (DAGStage, adjacency, create_model, dag_stages, detection_backbone, executed_nodes,
                      faster_rcnn, list_models, random_dag, set_mode)
 from dygraph.model import threshold, weighted_sum
@@ -249,6 +251,39 @@ def test_detection_backbone_plugs_into_faster_rcnn():
     assert [f.shape[1] for f in features.values()] == [256] * 5
 
 
+def test_detector_holds_every_tensor_of_the_trained_backbone(tmp_path):
+    torch.manual_seed(0)
+    trained = create_model("dygraph_resnet50")
+    with torch.no_grad():  # move every trained tensor (γ of zero-init BNs, τ, running stats included) off its init
+        for key, tensor in trained.state_dict().items():
+            if tensor.is_floating_point() and not key.endswith("edge_mask"):
+                tensor.add_(0.001 + 0.01 * torch.rand_like(tensor))
+    trained.save_pretrained(tmp_path)
+    expected = {key.removeprefix("net."): value for key, value in trained.state_dict().items()
+                if not key.startswith("net.fc.") and not key.endswith("num_batches_tracked")}
+    for part in (".conv2.weight", ".routers.1.fc.weight", ".tau", ".bn3.weight", ".bn3.bias", ".running_mean",
+                 ".running_var", "downsample.1.running_var"):
+        assert any(key.endswith(part) for key in expected), part
+    for weights in (str(tmp_path), trained):
+        detector = faster_rcnn("resnet50", "dynamic", num_classes=3, weights=weights, min_size=96, max_size=128)
+        body = detector.backbone.body
+        state = body.state_dict()
+        assert set(state) == set(expected)
+        for key, value in expected.items():
+            assert torch.equal(state[key], value), key
+        assert not body.conv1.weight.requires_grad and body.layer2[0].tau.requires_grad
+    # The frozen BNs compute what the trained BNs compute in evaluation.
+    x = torch.randn(1, 3, 64, 64)
+    net = trained.net.eval()
+    with torch.no_grad():
+        h = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+        for layer in (net.layer1, net.layer2, net.layer3, net.layer4):
+            h = layer(h)
+        torch.testing.assert_close(body(x)["3"], h, rtol=1e-4, atol=1e-4)
+    with pytest.raises(WeightsError, match="unexpected"):
+        detection_backbone("resnet50", "static", weights=trained)
+
+
 def test_zero_gamma_init_makes_every_residual_block_start_as_its_shortcut():
     for name, block_type, last in (("dygraph_resnet20_cifar", BasicBlock, "bn2"),
                                    ("static_resnet50", Bottleneck, "bn3")):
@@ -263,6 +298,35 @@ def test_zero_gamma_init_makes_every_residual_block_start_as_its_shortcut():
             torch.testing.assert_close(node(x), x)
     plain = create_model("dygraph_resnet20_cifar", zero_init_residual=False)
     assert all(torch.all(b.bn2.weight == 1) for b in plain.modules() if isinstance(b, BasicBlock))
+
+
+def test_table2_on_paper_loads_each_detector_body_from_its_table1_run(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from common.reproduction import Context
+    from dygraph import tables
+
+    runs, bodies = {}, {}
+
+    def fake_run(ctx, row, spec, config):
+        runs[row] = SimpleNamespace(model=spec.build(), directory=tmp_path / row, spec=spec.describe(), config=config)
+        return runs[row]
+
+    def recording_backbone(name, wiring, weights=None):
+        bodies[(name, wiring)] = weights
+        return detection_backbone(name, wiring, weights=weights)
+
+    monkeypatch.setattr(tables, "_imagenet_run", fake_run)
+    monkeypatch.setattr(tables, "detection_backbone", recording_backbone)
+    monkeypatch.setattr(tables, "count_macs", lambda module, image: 0)
+    tables.run_table2(Context("dygraph", "table2", "paper", tmp_path))
+    assert len(runs) == len(bodies) == 6
+    for name, (label, _) in tables.TABLE2.items():
+        for variant, wiring, row in ((None, None, f"{label} baseline"), ("dygraph", "dynamic", f"{label} DY-Graph")):
+            run = runs[row]  # run_table1's row, spec and recipe, hence its run key
+            assert run.spec == ModelSpec(tables._build, name, variant).describe()
+            assert run.config == tables.IMAGENET_RECIPES["resnet"]
+            assert bodies[(name, wiring)] is run.model
 
 
 def test_tiny_dygraph_trains_with_decreasing_loss():
