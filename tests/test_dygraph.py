@@ -300,6 +300,26 @@ def test_zero_gamma_init_makes_every_residual_block_start_as_its_shortcut():
     assert all(torch.all(b.bn2.weight == 1) for b in plain.modules() if isinstance(b, BasicBlock))
 
 
+def test_table4_trains_every_row_with_randwires_recipe(monkeypatch, tmp_path):
+    from common.reproduction import Context
+    from dygraph import tables
+
+    recipes = {}
+
+    def fake_train(ctx, row, spec, config):
+        recipes[row] = config
+        return 0.0, 0.0
+
+    monkeypatch.setattr(tables, "_train_imagenet", fake_train)
+    monkeypatch.setattr(tables, "model_macs", lambda model, size: 0)
+    tables.run_table4(Context("dygraph", "table4", "paper", tmp_path))
+    assert set(recipes) == set(tables.TABLE4)
+    recipe = tables.IMAGENET_RECIPES["randwire"]
+    assert all(config == recipe for config in recipes.values())
+    assert (recipe.epochs, recipe.schedule, recipe.label_smoothing) == (250, "cosine", 0.1)
+    assert recipe != tables.IMAGENET_RECIPES["resnet"]
+
+
 def test_table2_on_paper_loads_each_detector_body_from_its_table1_run(monkeypatch, tmp_path):
     from types import SimpleNamespace
 
