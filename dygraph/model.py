@@ -12,7 +12,8 @@ i's output edges come from its router on its transformed features (Eq. 3):
 π^i = σ(FC(GAP(x^i)) + b). A learnable threshold τ^i per node closes the edges with π < τ
 (Eq. 4); we learn τ through the hard step with a straight-through sigmoid surrogate. The
 per-sample adjacency matrices live in one buffer M ∈ R^{B×N×N} (Sec. 3.3): node i writes its
-output weights into row i, node j reads its input weights from column j.
+output weights into row i, node j reads its input weights from column j (the equations of
+Sec. 3.3; its prose and Fig. 2 describe the transpose, which computes the same).
 
 A node whose input edges are all closed for a sample is *removed* for it (Sec. 3.2): its output
 is zero and its router's row stays zero. Either mode runs a node's block only on the samples that
