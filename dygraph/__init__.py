@@ -4,8 +4,8 @@ See README.md. `create_model(name)` builds the models below; `list_models()` nam
 """
 from __future__ import annotations
 
-from .model import (DAGStage, DYGraphNet, RandWireNet, adjacency, dag_stages, detection_backbone,
-                    executed_nodes, faster_rcnn, random_dag, rewire, set_mode)
+from .model import (DAGStage, DYGraphNet, RandWireNet, adjacency, backbone_state, dag_stages, detection_backbone,
+                    executed_nodes, faster_rcnn, random_dag, rewire, set_mode, zero_init_last_bn)
 
 # Backbones of Table 1 / Table 5 and their CIFAR analogues.
 BACKBONES = ("resnet20_cifar", "resnet32_cifar", "resnet56_cifar", "resnet110_cifar", "resnet18", "resnet34",
@@ -36,5 +36,6 @@ def create_model(name: str, pretrained: bool | str = False, **kwargs):
     return cls(**config)
 
 
-__all__ = ["create_model", "list_models", "DAGStage", "DYGraphNet", "RandWireNet", "adjacency", "dag_stages",
-           "detection_backbone", "executed_nodes", "faster_rcnn", "random_dag", "rewire", "set_mode"]
+__all__ = ["create_model", "list_models", "DAGStage", "DYGraphNet", "RandWireNet", "adjacency", "backbone_state",
+           "dag_stages", "detection_backbone", "executed_nodes", "faster_rcnn", "random_dag", "rewire", "set_mode",
+           "zero_init_last_bn"]

@@ -12,23 +12,28 @@ i's output edges come from its router on its transformed features (Eq. 3):
 π^i = σ(FC(GAP(x^i)) + b). A learnable threshold τ^i per node closes the edges with π < τ
 (Eq. 4); we learn τ through the hard step with a straight-through sigmoid surrogate. The
 per-sample adjacency matrices live in one buffer M ∈ R^{B×N×N} (Sec. 3.3): node i writes its
-output weights into row i, node j reads its input weights from column j.
+output weights into row i, node j reads its input weights from column j (the equations of
+Sec. 3.3; its prose and Fig. 2 describe the transpose, which computes the same).
 
 A node whose input edges are all closed for a sample is *removed* for it (Sec. 3.2): its output
-is zero and its router's row stays zero. In "masked" mode (training) every node runs on the whole
-batch and removed samples are multiplied by 0; in "skip" mode (inference) a node runs only on the
-sub-batch of samples that keep it, and an edge closed for every sample of that sub-batch is not
-aggregated at all, so a batch-1 forward executes exactly the open graph.
+is zero and its router's row stays zero. Either mode runs a node's block only on the samples that
+keep it, so a removed sample never enters the block's BatchNorm batch statistics. In "masked"
+mode (training) every edge is aggregated over the whole batch, so closed edges keep their
+straight-through gradient; in "skip" mode (inference) an edge closed for every sample that keeps
+the node is not aggregated at all, so a batch-1 forward executes exactly the open graph.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import networkx as nx
 import torch
 from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from common.backbones import create_backbone, residual_stages
-from common.hub import HubModel
+from common.hub import HubModel, load_state_strict
 
 MODES = ("masked", "skip")
 WIRINGS = ("dynamic", "static")
@@ -174,7 +179,7 @@ class DAGStage(nn.Module):
                 if j == last:
                     out = aggregated
                     break
-                y = self.nodes[j - 1](aggregated) * live.view(-1, 1, 1, 1).to(x0.dtype)
+                y = self._masked_node(j, aggregated, live)
                 buffer[:, j, self.targets[j]] = self.edge_weights(j, y).float() * live[:, None]
             else:
                 y = self._skip_node(j, weights, live, inputs, buffer)
@@ -184,6 +189,19 @@ class DAGStage(nn.Module):
             features.append(y)
         self.last_buffer, self.last_alive = buffer, torch.stack(alive, dim=1)
         return out
+
+    def _masked_node(self, j: int, aggregated: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
+        """Block j on the samples that keep it (Sec. 3.2), 0 for the removed ones: their zero input
+        never enters the block's BatchNorm batch statistics. With no sample left the block does not
+        run (its parameters get no gradient in that step)."""
+        if bool(live.all()):
+            return self.nodes[j - 1](aggregated)
+        out = torch.zeros_like(aggregated)
+        index = live.nonzero().flatten()
+        if index.numel() == 0:
+            return out
+        y = self.nodes[j - 1](aggregated[index])
+        return out.index_copy(0, index, y.to(out.dtype))
 
     def _skip_node(self, j: int, weights: torch.Tensor, live: torch.Tensor, features: list[torch.Tensor],
                    buffer: torch.Tensor) -> torch.Tensor:
@@ -249,13 +267,31 @@ def rewire(model: nn.Module, wiring: str = "dynamic", min_blocks: int = 2, **sta
     return stages
 
 
+def zero_init_last_bn(model: nn.Module) -> int:
+    """γ = 0 in the last BatchNorm of every ResNet/ResNeXt residual branch (Goyal et al. 2017,
+    arXiv:1706.02677), so that each block starts as its shortcut; returns how many BatchNorms it zeroed."""
+    norms = [m.bn3 if isinstance(m, Bottleneck) else m.bn2 for m in model.modules()
+             if isinstance(m, (BasicBlock, Bottleneck))]
+    for norm in norms:
+        nn.init.zeros_(norm.weight)
+    return len(norms)
+
+
 class DYGraphNet(nn.Module, HubModel, library_name="dynnets", tags=["dynnets", "dygraph"], license="mit"):
-    """A `common.backbones` network whose stages are complete DAGs with dynamic (α_b) or static (α) edges."""
+    """A `common.backbones` network whose stages are complete DAGs with dynamic (α_b) or static (α) edges.
+
+    `zero_init_residual`: Goyal et al.'s zero-γ init of each residual branch's last BatchNorm, which
+    App. 6.1 prescribes for ResNets/ResNeXt ("other details ... the same as (Goyal et al., 2017)");
+    it touches only BasicBlock/Bottleneck backbones (MobileNetV2 and RegNets keep torchvision's init).
+    """
 
     def __init__(self, backbone: str = "resnet50", num_classes: int | None = None, wiring: str = "dynamic",
-                 tau_init: float = 0.0, temperature: float = 0.1, use_threshold: bool = True):
+                 tau_init: float = 0.0, temperature: float = 0.1, use_threshold: bool = True,
+                 zero_init_residual: bool = True):
         super().__init__()
         self.net = create_backbone(backbone, num_classes)
+        if zero_init_residual:
+            zero_init_last_bn(self.net)
         rewire(self.net, wiring, tau_init=tau_init, temperature=temperature, use_threshold=use_threshold)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -334,18 +370,53 @@ class RandWireNet(nn.Module, HubModel, library_name="dynnets", tags=["dynnets", 
 
 # --- Detection backbone (Table 2) ----------------------------------------------------------------
 
+DETECTION_BACKBONES = ("resnet50", "resnet101", "resnext50_32x4d")
+TrainedWeights = nn.Module | dict[str, torch.Tensor] | str | Path
+
+
+def backbone_state(weights: TrainedWeights) -> dict[str, torch.Tensor]:
+    """A trained classification model's body tensors under torchvision ResNet names (classifier `fc` left out).
+
+    `weights`: a DY-Graph (`DYGraphNet`) or baseline (`HubBackbone`) model, its state dict, or a folder
+    in Hub layout written by `save_pretrained`. BatchNorm's `num_batches_tracked` is dropped, as
+    torchvision's `FrozenBatchNorm2d` does when it loads a BatchNorm.
+    """
+    if isinstance(weights, nn.Module):
+        state = weights.state_dict()
+    elif isinstance(weights, dict):
+        state = weights
+    elif isinstance(weights, (str, Path)):
+        file = Path(weights) / "model.safetensors"
+        if not file.is_file():
+            raise ValueError(f"No model.safetensors in {str(weights)!r}; give a folder written by save_pretrained, "
+                             f"a state dict or a model.")
+        from safetensors.torch import load_file
+
+        state = load_file(str(file))
+    else:
+        raise TypeError(f"Cannot read backbone weights from a {type(weights).__name__}; valid: a model, a state "
+                        f"dict, a folder written by save_pretrained.")
+    if state and all(key.startswith("net.") for key in state):  # DYGraphNet / HubBackbone keep the net in .net
+        state = {key[len("net."):]: value for key, value in state.items()}
+    return {key: value for key, value in state.items()
+            if not key.startswith("fc.") and not key.endswith("num_batches_tracked")}
+
+
 def detection_backbone(name: str = "resnet50", wiring: str | None = "dynamic", trainable_layers: int = 3,
-                       **stage_kwargs) -> nn.Module:
+                       weights: TrainedWeights | None = None, **stage_kwargs) -> nn.Module:
     """A (DY-Graph) ResNet/ResNeXt body with FPN for torchvision's Faster R-CNN (Table 2).
 
-    Frozen BatchNorm and the first `5 - trainable_layers` layers frozen, as torchvision's
-    `resnet_fpn_backbone`; `wiring=None` gives the static baseline.
+    `weights` (see `backbone_state`) is the Table 1 classification model the detector fine-tunes
+    (Sec. 4.2): every tensor of its body is loaded, strictly, into the detector's body, its
+    BatchNorms becoming `FrozenBatchNorm2d` with the trained γ, β and running statistics. As
+    torchvision's `resnet_fpn_backbone`, BatchNorm is frozen and the first `5 - trainable_layers`
+    layers too; `wiring=None` gives the static baseline.
     """
     from torchvision import models
     from torchvision.models.detection.backbone_utils import BackboneWithFPN
 
-    if name not in ("resnet50", "resnet101", "resnext50_32x4d"):
-        raise ValueError(f"Unknown detection backbone {name!r}; valid: resnet50, resnet101, resnext50_32x4d.")
+    if name not in DETECTION_BACKBONES:
+        raise ValueError(f"Unknown detection backbone {name!r}; valid: {', '.join(DETECTION_BACKBONES)}.")
     body = getattr(models, name)(norm_layer=FrozenBatchNorm2d)
     if wiring is not None:
         rewire(body, wiring, **stage_kwargs)
@@ -353,16 +424,21 @@ def detection_backbone(name: str = "resnet50", wiring: str | None = "dynamic", t
     for layer_name, parameter in body.named_parameters():
         if any(layer_name.startswith(f) for f in frozen):
             parameter.requires_grad_(False)
-    return BackboneWithFPN(body, {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"},
-                           [256, 512, 1024, 2048], 256)
+    backbone = BackboneWithFPN(body, {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"},
+                               [256, 512, 1024, 2048], 256)
+    if weights is not None:
+        source = str(weights) if isinstance(weights, (str, Path)) else f"the given {type(weights).__name__}"
+        load_state_strict(backbone.body, backbone_state(weights), source)
+    return backbone
 
 
 def faster_rcnn(name: str = "resnet50", wiring: str | None = "dynamic", num_classes: int = 91,
-                **detector_kwargs) -> nn.Module:
-    """torchvision Faster R-CNN + FPN on a (DY-Graph) backbone."""
+                weights: TrainedWeights | None = None, trainable_layers: int = 3, **detector_kwargs) -> nn.Module:
+    """torchvision Faster R-CNN + FPN on a (DY-Graph) backbone, initialised from `weights` when given."""
     from torchvision.models.detection import FasterRCNN
 
-    return FasterRCNN(detection_backbone(name, wiring), num_classes=num_classes, **detector_kwargs)
+    backbone = detection_backbone(name, wiring, trainable_layers, weights)
+    return FasterRCNN(backbone, num_classes=num_classes, **detector_kwargs)
 
 
 # --- Counting -----------------------------------------------------------------------------------
