@@ -33,7 +33,7 @@ from torch import nn
 from .data import DataBundle
 from .train import Method, TrainConfig, TrainingError, evaluate, fit, process_state, uses_bf16
 
-RUN_FORMAT = 1      # bump when a change makes old runs' weights mean something else
+RUN_FORMAT = 2      # bump when a change makes old runs' weights mean something else
 NOT_IN_KEY = ("seed", "tensorboard")  # TrainConfig fields that do not determine the weights (seed: its own field)
 
 

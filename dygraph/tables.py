@@ -12,12 +12,13 @@ import torch
 
 from common.backbones import input_size
 from common.metrics import count_macs, count_params, measure_latency, model_macs
-from common.reproduction import CIFAR10, Cell, Context, Target, device_description
+from common.reproduction import CIFAR10, MINI_DEPTH, MINI_RECIPE, Cell, Context, Target, device_description
 from common.runs import ModelSpec, Run
 from common.train import GroupSpec, Method, TrainConfig
 
 from . import create_model
-from .model import adjacency, dag_stages, detection_backbone, executed_nodes, faster_rcnn, graph_overhead, set_mode
+from .model import (adjacency, dag_stages, detection_backbone, executed_nodes, faster_rcnn, graph_overhead, set_mode,
+                    zero_init_last_bn)
 
 # Table 1: backbone → (label, baseline (params M, FLOPs M, top-1 %), DY-Graph (params M, FLOPs M, top-1 %)).
 TABLE1 = {
@@ -83,15 +84,16 @@ TABLE5_EPOCHS = 250
 # so that a change to the baselines never changes this paper's runs.
 CIFAR_RECIPES = {
     "smoke": TrainConfig(epochs=1, batch_size=64, lr=0.05, milestones=(), weight_decay=1e-4, warmup_epochs=1),
+    "mini": MINI_RECIPE,  # the shared CPU recipe of every paper's mini rows
     "short": TrainConfig(epochs=40, batch_size=128, lr=0.1, schedule="cosine", warmup_epochs=1,
                          nesterov=True, weight_decay=5e-4),
     "paper": TrainConfig(epochs=164, batch_size=128, lr=0.1, milestones=(82, 123), weight_decay=1e-4,
                          warmup_epochs=1),
 }
 # CIFAR analogues: which depths each preset trains (smoke: one small net in CPU minutes).
-CIFAR_DEPTHS = {"smoke": (20,), "short": (20, 56, 110), "paper": (20, 56, 110)}
-ABLATION_DEPTH = {"smoke": 20, "short": 56, "paper": 56}
-LATENCY_REPEATS = {"smoke": 20, "short": 100, "paper": 100}
+CIFAR_DEPTHS = {"smoke": (20,), "mini": (MINI_DEPTH,), "short": (20, 56, 110), "paper": (20, 56, 110)}
+ABLATION_DEPTH = {"smoke": 20, "mini": MINI_DEPTH, "short": 56, "paper": 56}
+LATENCY_REPEATS = {"smoke": 20, "mini": 100, "short": 100, "paper": 100}
 LATENCY_ROUNDS = 5
 # smoke: part of the packaged 2,000/1,000-image sample, so three CIFAR trainings fit in CPU minutes.
 SMOKE_LIMITS = {"train_limit": 1280, "test_limit": 500}
@@ -134,8 +136,12 @@ def _build(name: str, variant: str | None, num_classes: int | None = None) -> to
     """A baseline backbone (variant None) or its static/dynamic DY-Graph version."""
     from common.hub import HubBackbone
 
-    return HubBackbone(name, num_classes) if variant is None else create_model(f"{variant}_{name}",
-                                                                                num_classes=num_classes)
+    if variant is not None:
+        return create_model(f"{variant}_{name}", num_classes=num_classes)
+    baseline = HubBackbone(name, num_classes)
+    if name.startswith(("resnet", "resnext")):
+        zero_init_last_bn(baseline.net)  # App. 6.1's init for the baselines too: the same recipe for both
+    return baseline
 
 
 def _family(name: str) -> str:
@@ -418,7 +424,8 @@ def run_fig_edges(ctx: Context) -> list[Cell]:
 
 TARGETS = {
     "table1": Target("dygraph", "table1", "DY-Graph Table 1: params, FLOPs, top-1 of baselines vs DY-Graph", run_table1, data={**CIFAR10, "paper": "imagenet"}),
-    "table2": Target("dygraph", "table2", "DY-Graph Table 2: COCO detection backbones (Faster R-CNN + FPN)", run_table2),
+    "table2": Target("dygraph", "table2", "DY-Graph Table 2: COCO detection backbones (Faster R-CNN + FPN)", run_table2,
+                     data={"paper": "imagenet"}),
     "table3": Target("dygraph", "table3", "DY-Graph Table 3: vs InstaNAS, latency of MobileNetV2", run_table3),
     "table4": Target("dygraph", "table4", "DY-Graph Table 4: vs RandWire (ER, BA, WS), small regime", run_table4, data={"paper": "imagenet"}),
     "table5": Target("dygraph", "table5", "DY-Graph Table 5: vs NAS networks, mobile setting", run_table5, data={"paper": "imagenet"}),
