@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from common.backbones import create_backbone, residual_stages
+from common.hub import HubBackbone
 from common.metrics import count_params, model_macs
 from common.reproduction import CIFAR10, MINI_RECIPE, Cell, Context, Target
 from common.runs import ModelSpec
@@ -111,8 +112,9 @@ def _gated_names(ctx: Context) -> list[str]:
 def _train_cifar(ctx: Context, row: str, data, config):
     """A trained CIFAR row of Table 1: one run per key, shared by the figures (the run layer reuses it)."""
     name = _rows(ctx)[row]
-    method = Method() if row == _static_row(ctx) else AdanetMethod(**CIFAR_METHOD)
-    return ctx.train(row, ModelSpec(create_model, name), data, config, method)
+    if row == _static_row(ctx):  # the plain ResNet, specified as every paper's baseline row (one shared run)
+        return ctx.train(row, ModelSpec(HubBackbone, f"{name}_cifar", num_classes=data.num_classes), data, config)
+    return ctx.train(row, ModelSpec(create_model, name), data, config, AdanetMethod(**CIFAR_METHOD))
 
 
 def _accuracy_note(ctx: Context) -> str:

@@ -274,7 +274,7 @@ def _table1_cifar(ctx: Context) -> list[Cell]:
 
 def _individual_runs(ctx: Context, depth: int, config: TrainConfig, limits: dict) -> tuple[Run, Run]:
     """The individual CIFAR ResNet-`depth` and its -Base network (what an ADN's super/base-net compare to)."""
-    return (train_individual(ctx, f"ResNet-{depth}", ModelSpec(HubBackbone, f"resnet{depth}_cifar", 10), config, limits),
+    return (train_individual(ctx, f"ResNet-{depth}", ModelSpec(HubBackbone, f"resnet{depth}_cifar", num_classes=10), config, limits),
             train_individual(ctx, f"ResNet-{depth}-Base", ModelSpec(BaseNet, f"resnet{depth}_cifar", 10), config, limits))
 
 

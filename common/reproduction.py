@@ -29,9 +29,10 @@ PRESETS = ("smoke", "mini", "short", "paper")
 # The `mini` preset: ONE recipe for every row of every paper, on the full CIFAR-10 at CIFAR ResNet-20
 # depth, sized for minutes per model on a 2-core CPU (bf16 autocast: measured faster there, README).
 MINI_RECIPE = TrainConfig(epochs=15, batch_size=128, lr=0.1, schedule="cosine", warmup_epochs=1, nesterov=True,
-                          weight_decay=5e-4, milestones=(), precision="bf16")
+                          weight_decay=5e-4, milestones=(), precision="bf16", compile=True)
 MINI_DEPTH = 20
 REPO_ROOT = Path(__file__).resolve().parent.parent
+WEIGHTS_DIR = REPO_ROOT / "weights"  # finished runs committed with the repository, one folder per preset
 
 
 @dataclass
@@ -85,7 +86,8 @@ class Context:
               method: Method | None = None) -> Run:
         """The row's run through `common.runs.train` (reused when finished), recorded for results and the Hub."""
         run = train_run(row, spec, data, config, method or Method(), self.runs_root, seed=self.seed,
-                        resume=self.resume, restart=self.restart, requested_by={"target": self.stem})
+                        resume=self.resume, restart=self.restart, requested_by={"target": self.stem},
+                        shared=(WEIGHTS_DIR / self.preset,))
         self.runs[row] = run
         return run
 

@@ -183,14 +183,19 @@ def _load_weights(model: nn.Module, directory: Path) -> None:
 
 def train(row: str, spec: ModelSpec, data: DataBundle, config: TrainConfig, method: Method, root: Path,
           seed: int = 0, resume: bool = False, restart: bool = False, requested_by: dict | None = None,
-          progress: bool = True) -> Run:
-    """Train the run these arguments name, or reuse it when it is finished; see the module docstring."""
+          progress: bool = True, shared: tuple[Path, ...] = ()) -> Run:
+    """Train the run these arguments name, or reuse it when it is finished; see the module docstring.
+
+    `shared`: read-only folders of finished runs (the weights committed in the repository) that are
+    searched for the key before `root`.
+    """
     from .hub import HubModel
 
     root = Path(root)
     content = run_content(spec, method, config, data, seed)
     key = run_key(content)
-    directory = root / f"{spec.name.replace('/', '-')}-{key[:12]}"
+    folder = f"{spec.name.replace('/', '-')}-{key[:12]}"
+    directory = next((Path(r) / folder for r in shared if is_finished(Path(r) / folder)), root / folder)
     requested_by = {"row": row, **(requested_by or {})}
     row_seed = int(key[:8], 16)
     seed_everything(row_seed)

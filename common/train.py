@@ -101,6 +101,9 @@ class Method:
     # True where some parameters get no gradient in some steps (RDI-Net's warm-up leaves the routers
     # out): DDP then has to look for unused parameters.
     unused_parameters: bool = False
+    # False where the training step's shapes depend on the data (DY-Graph runs a block on the images
+    # that keep it): torch.compile then breaks its graph at every block and runs slower than eager.
+    compiles: bool = True
     # The backward function `fit` binds (accelerate's); None outside `fit`: plain `loss.backward()`.
     _backward: Callable[[torch.Tensor], None] | None = None
 
@@ -352,7 +355,8 @@ def fit(model: nn.Module, data: DataBundle, config: TrainConfig, out_dir: str | 
         accelerator.print(f"Resumed from {checkpoint_path} after epoch {start_epoch}.")
     if config.tensorboard:
         accelerator.init_trackers(desc)
-    train_model = torch.compile(model) if config.compile else model
+    # torch.compile where the method's step has fixed shapes (data-dependent skipping breaks graphs)
+    train_model = torch.compile(model) if config.compile and method.compiles else model
     method._backward = accelerator.backward
     evaluation: dict[str, torch.Tensor] = {}
     for epoch in range(start_epoch, config.epochs):

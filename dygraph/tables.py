@@ -104,6 +104,7 @@ class DYGraphMethod(Method):
     """Cross-entropy (Eq. 5); τ without weight decay; evaluation with real skipping, nodes executed as extras."""
 
     unused_parameters = True  # a node removed for every image of a batch does not run (Sec. 3.2)
+    compiles = False          # blocks run on the images that keep them: data-dependent shapes
 
     def param_groups(self, model):
         return [GroupSpec("tau", lambda name, p: name.endswith(".tau"), lr=self.lr, weight_decay=0.0)]

@@ -1,0 +1,45 @@
+"""Copy finished runs of a preset from results/runs into weights/<preset>/ (what the repository commits).
+
+    python scripts/collect_runs.py mini
+
+Each run keeps its Hub layout (config.json, model.safetensors), run.json (the key's content) and
+metrics.jsonl; checkpoints are not copied. Targets reuse these runs by key on any clone.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+FILES = ("config.json", "model.safetensors", "run.json", "metrics.jsonl")
+
+
+def main(preset: str) -> int:
+    """Copy every finished run that a target of the preset asked for into weights/<preset>/."""
+    from common.runs import is_finished
+
+    if preset != "mini":
+        raise SystemExit(f"only mini runs are committed; got {preset!r} (short/paper weights go to the Hub)")
+    target = REPO / "weights" / preset
+    copied = 0
+    for run in sorted((REPO / "results" / "runs").glob("*/run.json")):
+        folder = run.parent
+        record = json.loads(run.read_text())
+        if not is_finished(folder) or not record["requested_by"].get("target", "").endswith(f"-{preset}"):
+            continue
+        destination = target / folder.name
+        if (destination / "model.safetensors").exists():
+            continue
+        destination.mkdir(parents=True, exist_ok=True)
+        for name in FILES:
+            shutil.copyfile(folder / name, destination / name)
+        copied += 1
+        print(f"copied {folder.name}")
+    print(f"{copied} new run(s) in {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "mini"))
