@@ -11,7 +11,7 @@ from common.backbones import create_backbone, residual_stages
 from common.hub import HubBackbone
 from common.metrics import count_params, model_macs
 from common.reproduction import CIFAR10, MINI_RECIPE, Cell, Context, Target
-from common.runs import ModelSpec
+from common.runs import ModelSpec, Run
 from common.train import Method, TrainConfig
 
 from .experiments import (ANIMALS, CIFAR10_CLASSES, Panel, attack_direction, error, evaluate_mode,
@@ -115,6 +115,13 @@ def _train_cifar(ctx: Context, row: str, data, config):
     if row == _static_row(ctx):  # the plain ResNet, specified as every paper's baseline row (one shared run)
         return ctx.train(row, ModelSpec(HubBackbone, f"{name}_cifar", num_classes=data.num_classes), data, config)
     return ctx.train(row, ModelSpec(create_model, name), data, config, AdanetMethod(**CIFAR_METHOD))
+
+
+def headline(ctx: Context) -> dict[str, Run]:
+    """The preset's first gated CIFAR row of Table 1 (Adanet 20 on mini): what `reproduce compare` measures."""
+    config, data = _cifar(ctx)
+    row = _gated_names(ctx)[0]
+    return {row: _train_cifar(ctx, row, data, config)}
 
 
 def _accuracy_note(ctx: Context) -> str:

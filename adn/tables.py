@@ -151,6 +151,12 @@ def train_adn(ctx: Context, row: str, depth: int, config: TrainConfig, limits: d
     return run.model, run
 
 
+def headline(ctx: Context) -> dict[str, Run]:
+    """The CIFAR ResNet-ADN of the preset (super- and base-net): what `reproduce compare` measures."""
+    depth, config, limits = _cifar(ctx)
+    return {f"ResNet-{depth}-ADN": train_adn(ctx, f"ResNet-{depth}-ADN", depth, config, limits)[1]}
+
+
 def train_individual(ctx: Context, row: str, spec: ModelSpec, config: TrainConfig, limits: dict) -> Run:
     """Train a static network alone (CE only)."""
     data = ctx.data("cifar10", batch_size=config.batch_size, **limits)

@@ -11,7 +11,7 @@ from .backbones import input_size
 from .hub import HubBackbone
 from .metrics import count_params, model_macs
 from .reproduction import CIFAR10, MINI_DEPTH, MINI_RECIPE, Cell, Context, Target
-from .runs import ModelSpec
+from .runs import ModelSpec, Run
 from .train import TrainConfig
 
 # He et al. 2016, Table 6 (CIFAR-10): depth → (params in M, test error in %).
@@ -52,6 +52,14 @@ CIFAR_RECIPES = {
     "paper": TrainConfig(epochs=164, batch_size=128, lr=0.1, milestones=(82, 123), weight_decay=1e-4,
                          warmup_epochs=1),
 }
+
+
+def headline(ctx: Context) -> dict[str, Run]:
+    """The static ResNet-20, every paper's baseline at the mini depth: what `reproduce compare` measures."""
+    config = CIFAR_RECIPES[ctx.preset]
+    data = ctx.data("cifar10", batch_size=config.batch_size)
+    return {"ResNet-20": ctx.train("ResNet-20", ModelSpec(HubBackbone, "resnet20_cifar", num_classes=data.num_classes),
+                                   data, config)}
 
 
 def run_cifar10_resnet(ctx: Context) -> list[Cell]:

@@ -169,6 +169,13 @@ def _imagenet_run(ctx: Context, row: str, spec: ModelSpec, config: TrainConfig) 
     return ctx.train(row, spec, ctx.data("imagenet", batch_size=config.batch_size), config, DYGraphMethod(config.lr))
 
 
+def headline(ctx: Context) -> dict[str, Run]:
+    """DY-Graph (α_b) and static α on the preset's ablation CIFAR ResNet (Table 6 rows): what `reproduce compare` measures."""
+    depth = ABLATION_DEPTH[ctx.preset]
+    return {f"DY-Graph ResNet-{depth}": _train_cifar(ctx, f"ResNet-{depth} α_b (CIFAR-10)", f"resnet{depth}_cifar", "dygraph"),
+            f"static-α ResNet-{depth}": _train_cifar(ctx, f"ResNet-{depth} α (CIFAR-10)", f"resnet{depth}_cifar", "static")}
+
+
 def _train_imagenet(ctx: Context, row: str, spec: ModelSpec, config: TrainConfig) -> tuple[float, float]:
     """The `paper` preset: ImageNet with the appendix recipe (global batch); (top-1, top-5) of the last epoch."""
     result = _imagenet_run(ctx, row, spec, config)

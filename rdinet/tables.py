@@ -17,7 +17,7 @@ from common.dynamic import decisions, expected_macs_of, macs_profile, set_mode
 from common.hub import HubBackbone
 from common.metrics import count_params, expected_macs, model_macs
 from common.reproduction import CIFAR10, MINI_DEPTH, MINI_RECIPE, Cell, Context, Target
-from common.runs import ModelSpec
+from common.runs import ModelSpec, Run
 from common.train import Method, TrainConfig
 
 from . import create_model
@@ -122,6 +122,13 @@ def train_rdinet(ctx: Context, row: str, data, name: str | None = None, *, targe
               "epoch_seconds": [h["epoch_seconds"] for h in result.history]}
     ctx.extra.setdefault("rows", {})[row] = record
     return RowResult(result.history[-1]["test_top1"], macs.mean / 1e9, macs.rates.tolist())
+
+
+def headline(ctx: Context) -> dict[str, Run]:
+    """Full RDI-Net (USW, relational routers, SRM; t = 0.6) at the preset's depth: what `reproduce compare` measures."""
+    row = f"RDI-Net{_depth(ctx)}"
+    train_rdinet(ctx, row, _data(ctx), usw=True, alpha=ALPHA)
+    return {row: ctx.runs[row]}
 
 
 def train_resnet(ctx: Context, row: str, data) -> RowResult:

@@ -3,6 +3,8 @@
     python -m reproduce list                                  every target: what it trains and reads
     python -m reproduce <paper> <target> [options]            run one table or figure
     python -m reproduce readme <paper> [--results DIR]        regenerate a README's results block
+    python -m reproduce eval MODEL --weights DIR_OR_HUB_ID    accuracy, MACs per image, latency of weights
+    python -m reproduce compare [--preset mini]               the four methods on one backbone, in one table
 
 Thin by design: parse and check the arguments before any work, look the target up in the paper
 folder's `tables.py`, run it, write its results through `common.reproduction`. Every mistake ends
@@ -27,7 +29,7 @@ from common.train import OutputError
 
 # paper name → module holding its TARGETS
 PAPERS = {"baselines": "common.tables", "adanet": "adanet.tables", "rdinet": "rdinet.tables",
-          "dygraph": "dygraph.tables", "adn": "adn.tables"}
+          "dygraph": "dygraph.tables", "adn": "adn.tables", "compare": "reproduce.compare"}
 REPO = Path(__file__).resolve().parent.parent
 KNOWN_ERRORS = (DataError, RunError, TrainingError, OutputError, HubError, WeightsError)
 
@@ -91,6 +93,43 @@ def _readme(argv: list[str]) -> int:
             raise UsageError(f"cannot read results file {path}: {type(error).__name__}: {error}") from None
     update_readme(readme, paths)
     print(f"updated {readme} from {len(paths)} results file(s)")
+    return 0
+
+
+def _eval(argv: list[str]) -> int:
+    """`python -m reproduce eval MODEL --weights DIR_OR_HUB_ID [--data-dir DIR] [--out DIR]`."""
+    from common.data import build_data
+    from common.reproduction import provenance, slug
+    from common.train import atomic_write_text
+
+    from .evaluation import load_model, markdown, measure, plot_macs_histogram
+
+    parser = Parser(prog="python -m reproduce eval", description="Measure trained weights: accuracy, MACs, latency.")
+    parser.add_argument("model", help="PAPER/NAME (e.g. adanet/adanet20), a dotted class, or auto (a run folder)")
+    parser.add_argument("--weights", required=True, help="a weights folder (config.json + model.safetensors) or Hub id")
+    parser.add_argument("--data-dir", default=None, help="CIFAR-10 folder; default: the packaged 1,000-image test sample")
+    parser.add_argument("--out", default="results/eval", help="folder for the JSON, Markdown and histogram")
+    parser.add_argument("--no-latency", action="store_true", help="skip the timing")
+    args = parser.parse_args(argv)
+    if args.data_dir is not None:
+        check_local("cifar10", args.data_dir)
+    out = _out_dir(args.out)
+    model = load_model(args.model, args.weights)
+    data = build_data("cifar10" if args.data_dir else "cifar10-sample", args.data_dir, eval_batch_size=500)
+    measurements = measure(model, data, latency=not args.no_latency)
+    label = args.model if args.model != "auto" else f"{type(model).__name__} ({Path(args.weights).name})"
+    stem = f"eval-{slug(args.model if args.model != 'auto' else Path(args.weights).name)}"
+    ctx = Context("eval", stem, "eval", out, args.data_dir, command="python -m reproduce eval " + shlex.join(argv))
+    ctx.data_sources[data.name] = f"{data.source} (sha256 {data.fingerprint}, test split)"
+    title = f"{label} — {args.weights} on {'CIFAR-10 test' if args.data_dir else 'the packaged CIFAR-10 test sample'}"
+    table = markdown(measurements, title)
+    record = {"model": args.model, "weights": args.weights, "class": f"{type(model).__module__}.{type(model).__name__}",
+              "measurements": [m.summary() for m in measurements], "provenance": provenance(ctx)}
+    atomic_write_text(json.dumps(record, indent=2) + "\n", out / f"{stem}.json")
+    atomic_write_text(table, out / f"{stem}.md")
+    plot_macs_histogram(measurements, label, out / f"{stem}-macs.png")
+    print(table)
+    print(f"wrote {out / (stem + '.json')}, {stem}.md and {stem}-macs.png")
     return 0
 
 
@@ -218,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
             return _readme(argv[1:])
         if argv[0] == "list":
             return _list(argv[1:])
+        if argv[0] == "eval":
+            return _eval(argv[1:])
+        if argv[0] == "compare" and (len(argv) == 1 or argv[1].startswith("-")):
+            argv = ["compare", "methods", *argv[1:]]  # `compare --preset mini`: the methods table
         return _run(argv)
     except UsageError as error:
         return _fail(str(error))

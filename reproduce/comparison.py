@@ -1,0 +1,64 @@
+"""Ours: the four methods side by side on one backbone, recipe and data — `python -m reproduce compare`.
+
+Each paper's `tables.headline(ctx)` names its headline CIFAR run at the preset (on `mini`: ResNet-20
+depth, the one shared CPU recipe); the run layer reuses it when it is finished (committed under
+weights/mini) and trains it otherwise. Every model is measured by `reproduce.evaluation.measure`:
+top-1 on the CIFAR-10 test set under real skipping, MACs per image, and CPU latency at batch 1 and
+64 against the static ResNet it is built on. No paper and no public code has this table.
+"""
+from __future__ import annotations
+
+import importlib
+
+from common.metrics import count_params
+from common.reproduction import Cell, Context
+
+from .evaluation import LATENCY_BATCHES, measure
+
+HEADLINES = ("common.tables", "adanet.tables", "rdinet.tables", "dygraph.tables", "adn.tables")
+
+
+def _plot(points: dict[str, dict], path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, p in points.items():
+        for ax, x in ((left, p["macs"]), (right, p["latency"])):
+            ax.scatter([x], [p["top1"]], s=40)
+            ax.annotate(label, (x, p["top1"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    left.set(xlabel="MACs per image (M), mean over the test set", ylabel="CIFAR-10 top-1 (%)",
+             title="accuracy vs expected MACs")
+    right.set(xlabel=f"CPU latency at batch {LATENCY_BATCHES[-1]} (ms), real skipping", ylabel="CIFAR-10 top-1 (%)",
+              title="accuracy vs measured latency")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_methods(ctx: Context) -> list[Cell]:
+    """ResNet-20, Adanet-20, RDI-Net-20, DY-Graph-20 (and static α), ResNet-20-ADN (super, base): one table."""
+    runs = {}
+    for module in HEADLINES:
+        runs.update(importlib.import_module(module).headline(ctx))
+    data = ctx.data("cifar10")
+    cells, points = [], {}
+    trained = ctx.full_training or ctx.preset == "mini"  # mini rows compare with each other, not the papers
+    for row, run in runs.items():
+        for m in measure(run.model, data):
+            label = row if m.mode in ("skip", "static") else f"{row} ({m.mode}-net)"
+            summary = m.summary()
+            cells += [Cell(label, "Top-1", None, m.top1, "%", trained),
+                      Cell(label, "Params", None, count_params(run.model) / 1e6, "M"),
+                      Cell(label, "MACs", None, summary["macs_mean"] / 1e6, "M", trained,
+                           "mean over the test set" if m.mode == "skip" else ""),
+                      Cell(label, "× ResNet MACs", None, summary["macs_fraction"], "", trained)]
+            for batch in LATENCY_BATCHES:
+                cells += [Cell(label, f"CPU batch {batch}", None, m.latency_ms[batch], "ms", timing=True),
+                          Cell(label, f"× ResNet at batch {batch}", None, summary["latency_ratio"][batch], "",
+                               timing=True)]
+            points[label] = {"top1": m.top1, "macs": summary["macs_mean"] / 1e6, "latency": m.latency_ms[LATENCY_BATCHES[-1]]}
+            ctx.extra.setdefault("measurements", {})[label] = summary
+    _plot(points, ctx.figure_path("accuracy-macs-latency"))
+    return cells

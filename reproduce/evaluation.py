@@ -1,0 +1,210 @@
+"""Measure any trained model of the four papers: test accuracy, MACs per image under real skipping,
+and CPU/GPU latency against its static backbone.
+
+    python -m reproduce eval MODEL --weights DIR_OR_HUB_ID [--data-dir DIR] [--out DIR]
+
+MODEL is `PAPER/NAME` (a name of that paper's `create_model`, e.g. `adanet/adanet20`), a dotted class
+(`adanet.model.Adanet`), or `auto` for a run folder written by `common.runs` (its run.json names the
+class). Every model is measured the way it is deployed: gated networks (Adanet, RDI-Net) and DY-Graph
+really skip (`skip` mode); an ADN network is measured as its super-net and its base-net; a static one
+as it is. MACs per image: gated networks from their decisions (`common.dynamic.expected_macs_of`,
+equal to counting a skipped execution at batch 1), other dynamic ones counted at batch 1 image by
+image, static ones counted once. This module also serves `python -m reproduce compare`.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from common.data import DataBundle
+from common.dynamic import expected_macs_of, gated_blocks
+from common.dynamic import decisions as gate_decisions
+from common.dynamic import set_mode as set_gate_mode
+from common.hub import HubBackbone, WeightsError
+from common.metrics import count_macs, measure_latency, model_macs
+
+PACKAGES = ("adanet", "rdinet", "dygraph", "adn")
+LATENCY_BATCHES = (1, 64)
+COUNTED_IMAGES = 1000  # images counted one by one for dynamic networks without a decision profile
+
+
+def load_model(model: str, weights: str) -> nn.Module:
+    """A trained model from MODEL (`PAPER/NAME`, a dotted class, or `auto`) and a weights folder or Hub id."""
+    if model == "auto":
+        record = Path(weights) / "run.json"
+        if not record.is_file():
+            raise WeightsError(f"MODEL auto needs a run folder with run.json; {weights} has none: give "
+                               f"PAPER/NAME (e.g. adanet/adanet20) or a dotted class instead.")
+        model = json.loads(record.read_text())["class"]
+    if "/" in model:
+        paper, name = model.split("/", 1)
+        if paper == "baselines":
+            return HubBackbone.from_pretrained(weights)
+        if paper not in PACKAGES:
+            raise WeightsError(f"Unknown paper {paper!r} in MODEL {model!r}. Valid: baselines, {', '.join(PACKAGES)}.")
+        return importlib.import_module(paper).create_model(name, pretrained=weights)
+    module, _, name = model.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        raise WeightsError(f"MODEL {model!r} is neither PAPER/NAME nor an importable class (module.Class).") from None
+    return cls.from_pretrained(weights)
+
+
+@dataclass
+class Mode:
+    """One way to run a model at inference: a label and how to switch the model into it."""
+    label: str
+    enter: Callable[[], None] = lambda: None
+    leave: Callable[[], None] = lambda: None
+
+
+def inference_modes(model: nn.Module) -> list[Mode]:
+    """How each kind of model is deployed: real skipping, or ADN's super- and base-net."""
+    if gated_blocks(model):
+        return [Mode("skip", lambda: set_gate_mode(model, "skip"), lambda: set_gate_mode(model, "masked"))]
+    if type(model).__name__ == "DYGraphNet":
+        from dygraph import set_mode
+        return [Mode("skip", lambda: set_mode(model, "skip"), lambda: set_mode(model, "masked"))]
+    if hasattr(model, "set_skip"):
+        return [Mode(config, lambda c=config: model.set_skip(c), lambda: model.set_skip(None))
+                for config in ("super", "base")]
+    return [Mode("static")]
+
+
+def static_backbone(model: nn.Module, num_classes: int) -> nn.Module:
+    """The plain backbone a dynamic model is built on (for the latency ratio); a static model is its own."""
+    config = getattr(model, "_hub_mixin_config", {}) or {}
+    name = config.get("backbone") or config.get("name")
+    if name is None:
+        raise WeightsError(f"{type(model).__name__} names no backbone in its config; cannot time it against one.")
+    return HubBackbone(name, num_classes).eval()
+
+
+@dataclass
+class Measurement:
+    """What `measure` finds for one inference mode."""
+    mode: str
+    top1: float
+    macs: torch.Tensor               # [N] MACs per image (float64)
+    backbone_macs: int
+    latency_ms: dict[int, float] = field(default_factory=dict)
+    backbone_latency_ms: dict[int, float] = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        """JSON-ready numbers."""
+        return {"mode": self.mode, "top1": self.top1, "macs_mean": float(self.macs.mean()),
+                "macs_std": float(self.macs.std()) if len(self.macs) > 1 else 0.0, "images_counted": len(self.macs),
+                "macs_fraction": float(self.macs.mean()) / self.backbone_macs, "backbone_macs": self.backbone_macs,
+                "latency_ms": self.latency_ms, "backbone_latency_ms": self.backbone_latency_ms,
+                "latency_ratio": {b: self.latency_ms[b] / self.backbone_latency_ms[b] for b in self.latency_ms}}
+
+
+@torch.no_grad()
+def _accuracy_and_macs(model: nn.Module, data: DataBundle, size: tuple[int, int, int], progress: bool
+                       ) -> tuple[float, torch.Tensor | None]:
+    """Top-1 over the test set in the current mode, and the gated networks' per-image MACs."""
+    correct, seen, taken = 0, 0, []
+    gated = bool(gated_blocks(model))
+    for images, labels in tqdm(data.test_loader, desc="accuracy", leave=False, disable=not progress):
+        logits = model(data.preprocess(images, train=False))
+        correct += int((logits.argmax(1) == labels).sum())
+        seen += len(labels)
+        if gated:
+            taken.append(gate_decisions(model).float())
+    macs = expected_macs_of(model, size, torch.cat(taken)).per_image if gated else None
+    return 100.0 * correct / seen, macs
+
+
+@torch.no_grad()
+def _counted_macs(model: nn.Module, data: DataBundle, limit: int, progress: bool) -> torch.Tensor:
+    """MACs of each of the first `limit` test images, counted one at a time (real skipping)."""
+    values = []
+    for images, _ in data.test_loader:
+        for image in images:
+            values.append(count_macs(model, data.preprocess(image[None], train=False)))
+            if len(values) >= limit:
+                return torch.tensor(values, dtype=torch.float64)
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def measure(model: nn.Module, data: DataBundle, latency: bool = True, rounds: int = 3, repeats: int = 10,
+            progress: bool = True) -> list[Measurement]:
+    """Accuracy, MACs per image and latency vs the static backbone, for each inference mode of `model`."""
+    model = model.cpu().eval()
+    size = data.input_size
+    backbone = static_backbone(model, data.num_classes)
+    backbone_macs = model_macs(backbone, size)
+    results = []
+    for mode in inference_modes(model):
+        mode.enter()
+        try:
+            top1, macs = _accuracy_and_macs(model, data, size, progress)
+            if macs is None:
+                dynamic = type(model).__name__ == "DYGraphNet"
+                macs = (_counted_macs(model, data, COUNTED_IMAGES, progress) if dynamic
+                        else torch.tensor([float(model_macs(model, size))], dtype=torch.float64))
+            results.append(Measurement(mode.label, top1, macs, backbone_macs))
+        finally:
+            mode.leave()
+    if latency:
+        for batch in LATENCY_BATCHES:
+            inputs = torch.randn(batch, *size)
+            times: dict[str, list[float]] = {m.mode: [] for m in results}
+            times["backbone"] = []
+            for _ in range(rounds):  # alternating, so that the machine's load hits every variant alike
+                times["backbone"].append(measure_latency(backbone, inputs, 2, repeats)["median_ms"])
+                for mode, result in zip(inference_modes(model), results):
+                    mode.enter()
+                    try:
+                        times[result.mode].append(measure_latency(model, inputs, 2, repeats)["median_ms"])
+                    finally:
+                        mode.leave()
+            for result in results:
+                result.latency_ms[batch] = sorted(times[result.mode])[rounds // 2]
+                result.backbone_latency_ms[batch] = sorted(times["backbone"])[rounds // 2]
+    return results
+
+
+def plot_macs_histogram(measurements: list[Measurement], title: str, path: Path) -> None:
+    """Distribution of MACs per image, one histogram per inference mode."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for m in measurements:
+        ax.hist((m.macs / 1e6).numpy(), bins=30, alpha=0.6, label=f"{m.mode} (mean {float(m.macs.mean()) / 1e6:.2f} M)")
+    ax.axvline(measurements[0].backbone_macs / 1e6, color="k", linestyle="--", linewidth=1, label="static backbone")
+    ax.set(xlabel="MACs per image (M)", ylabel="images", title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def markdown(measurements: list[Measurement], title: str) -> str:
+    """One row per inference mode: accuracy, MACs per image, latency against the static backbone."""
+    lines = [f"### {title}", "", "| mode | Top-1 (%) | MACs/image (M) | × backbone MACs | "
+             + " | ".join(f"batch {b} (ms) | × backbone" for b in LATENCY_BATCHES) + " |",
+             "|---|---|---|---|" + "---|---|" * len(LATENCY_BATCHES)]
+    for m in measurements:
+        s = m.summary()
+        latency = " | ".join(f"{m.latency_ms[b]:.2f} | {s['latency_ratio'][b]:.2f}" if b in m.latency_ms else "— | —"
+                             for b in LATENCY_BATCHES)
+        lines.append(f"| {m.mode} | {m.top1:.2f} | {s['macs_mean'] / 1e6:.2f} ± {s['macs_std'] / 1e6:.2f} | "
+                     f"{s['macs_fraction']:.3f} | {latency} |")
+    backbone = measurements[0]
+    if backbone.backbone_latency_ms:
+        lines += ["", "Static backbone: " + ", ".join(f"batch {b} {backbone.backbone_latency_ms[b]:.2f} ms"
+                                                     for b in LATENCY_BATCHES)
+                  + f", {backbone.backbone_macs / 1e6:.2f} M MACs. Latency: medians of alternating rounds on "
+                    f"this machine's CPU ({torch.get_num_threads()} threads)."]
+    return "\n".join(lines) + "\n"
