@@ -150,27 +150,56 @@ class HubBackbone(nn.Module, HubModel, library_name="dynnets", tags=["dynnets"],
         return self.net(x)
 
 
-def model_card(results: dict, repo_id: str, bibtex: str = "", license_name: str = "mit",
-               load: str = "from common.hub import HubBackbone as Model") -> str:
-    """A README.md for the Hub from a results JSON: table beside the paper's, command, BibTeX."""
+DATASET_IDS = {"cifar10": ("uoft-cs/cifar10", "CIFAR-10"), "cifar100": ("uoft-cs/cifar100", "CIFAR-100"),
+               "fashion_mnist": ("zalando-datasets/fashion_mnist", "Fashion-MNIST"),
+               "imagenet": ("ILSVRC/imagenet-1k", "ImageNet-1k")}
+
+
+def model_card(record: dict, results: dict, row: str, repo_id: str, bibtex: str = "") -> str:
+    """A Hub model card (`huggingface_hub.ModelCard`) for one trained row: model-index results from the
+    results JSON and the run, the run key and recipe, the command that reproduces it, BibTeX; no local paths."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
     from .reproduction import Cell, markdown_table
 
-    cells = [Cell(**c) for c in results["cells"]]
-    prov = results["provenance"]
-    lines = ["---", f"license: {license_name}", "library_name: dynnets", "tags: [dynnets, "
-             f"{results['paper']}, image-classification]", "---", "",
-             f"# {repo_id}", "", f"Weights for **{results['title']}** ({results['paper']}), "
-             f"trained by `dynnets` with the `{results['preset']}` preset.", "",
-             markdown_table(cells, preset=results["preset"]), "## Reproduce", "", "```bash", prov["command"], "```", "",
-             f"Commit `{prov['commit']}`{' (dirty)' if prov['dirty'] else ''}, device {prov['device']}, "
-             f"seed {prov['seed']}, data {json.dumps(prov['data'])}.", "",
-             "## Load", "", "```python", load, f"model = Model.from_pretrained('{repo_id}')", "```", ""]
-    if bibtex:
-        lines += ["## Citation", "", "```bibtex", bibtex.strip(), "```", ""]
-    return "\n".join(lines)
+    content, prov = record["content"], results["provenance"]
+    dataset = content["data"]["name"]
+    hub_id, pretty = DATASET_IDS.get(dataset, (dataset, dataset))
+    final = record.get("final", {})
+    evals = []
+    if "test_top1" in final:
+        evals.append(EvalResult(task_type="image-classification", dataset_type=hub_id, dataset_name=pretty,
+                                dataset_split="test", dataset_args={"preset": results["preset"]},
+                                metric_type="accuracy", metric_name=f"top-1 accuracy ({results['preset']} preset)",
+                                metric_value=round(final["test_top1"], 2)))
+    module, _, name = record["class"].rpartition(".")
+    data = ModelCardData(license="mit", library_name="dynnets", tags=["dynnets", results["paper"], "image-classification",
+                                                                     f"preset-{results['preset']}"],
+                         datasets=[hub_id], model_name=repo_id, eval_results=evals or None)
+    cells = [Cell(**c) for c in results["cells"] if c["row"] == row] or [Cell(**c) for c in results["cells"]]
+    recipe = json.dumps(content["recipe"], sort_keys=True)
+    method = content["method"]
+    body = "\n".join([
+        f"# {repo_id}", "",
+        f"Row **{row}** of **{results['title']}**, trained by `dynnets` with the "
+        f"`{results['preset']}` preset.", "",
+        markdown_table(cells, preset=results["preset"]),
+        "## Load", "", "```python", f"from {module} import {name} as Model",
+        f"model = Model.from_pretrained('{repo_id}')", "```", "",
+        "## Reproduce", "", "```bash", prov["command"], "```", "",
+        f"Commit `{prov['commit']}`{' (dirty)' if prov['dirty'] else ''}, device {prov['device']}, seed {content['seed']}.",
+        "",
+        f"- Run key: `{record['key']}` (sha256 over model, method, recipe, data and seed)",
+        f"- Model: `{content['model']['factory']}` with {json.dumps(content['model']['args'])} "
+        f"{json.dumps(content['model']['kwargs'])}",
+        f"- Method: `{method['class']}` {json.dumps(method['hparams'], sort_keys=True)}",
+        f"- Recipe: `{recipe}`",
+        f"- Data: {pretty} (`{hub_id}`), fingerprint `{content['data']['fingerprint']}`", "",
+    ] + (["## Citation", "", "```bibtex", bibtex.strip(), "```", ""] if bibtex else []))
+    return str(ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n{{ body }}\n", body=body))
 
 
-def upload_run(run_dir: str | Path, staging: str | Path, results: dict, repo_id: str, bibtex: str = "",
+def upload_run(run_dir: str | Path, staging: str | Path, results: dict, row: str, repo_id: str, bibtex: str = "",
                push: bool = True, private: bool = False) -> str:
     """Stage a finished run's weights (config.json, model.safetensors) with a model card; upload to `repo_id`."""
     import shutil
@@ -180,9 +209,7 @@ def upload_run(run_dir: str | Path, staging: str | Path, results: dict, repo_id:
     staging.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "model.safetensors"):
         shutil.copyfile(run_dir / name, staging / name)
-    module, _, name = record["class"].rpartition(".")
-    card = model_card(results, repo_id, bibtex, load=f"from {module} import {name} as Model")
-    (staging / "README.md").write_text(card + f"\nRun key `{record['key']}`.\n")
+    (staging / "README.md").write_text(model_card(record, results, row, repo_id, bibtex))
     if push:
         from huggingface_hub import HfApi
 

@@ -129,7 +129,7 @@ def push_trained(ctx: Context, json_path: Path, bibtex: str = "", private: bool 
     from .hub import upload_run
 
     results = json.loads(Path(json_path).read_text())
-    return [upload_run(run.directory, ctx.out_dir / "hub" / slug(row), results, f"{ctx.push_to_hub}-{slug(row)}",
+    return [upload_run(run.directory, ctx.out_dir / "hub" / slug(row), results, row, f"{ctx.push_to_hub}-{slug(row)}",
                        bibtex, private=private) for row, run in ctx.runs.items()]
 
 

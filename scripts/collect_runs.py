@@ -2,8 +2,9 @@
 
     python scripts/collect_runs.py mini
 
-Each run keeps its Hub layout (config.json, model.safetensors), run.json (the key's content) and
-metrics.jsonl; checkpoints are not copied. Targets reuse these runs by key on any clone.
+Each run keeps its Hub layout (config.json, model.safetensors), run.json (the key's content),
+metrics.jsonl and a model card (README.md, once the target's results file exists); checkpoints are
+not copied. Targets reuse these runs by key on any clone.
 """
 from __future__ import annotations
 
@@ -14,6 +15,21 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 FILES = ("config.json", "model.safetensors", "run.json", "metrics.jsonl")
+
+
+def write_card(destination: Path, record: dict) -> None:
+    """The run's model card, from the results file of the target that trained it (once that exists)."""
+    from common.hub import model_card
+
+    stem, row = record["requested_by"]["target"], record["requested_by"]["row"]
+    results = REPO / "results" / f"{stem}.json"
+    if not results.exists() or (destination / "README.md").exists():
+        return
+    paper = stem.split("-")[0]
+    bibtex = REPO / paper / "CITATION.bib"
+    card = model_card(record, json.loads(results.read_text()), row, f"weights/{destination.parent.name}/{destination.name}",
+                      bibtex.read_text() if bibtex.exists() else "")
+    (destination / "README.md").write_text(card)
 
 
 def main(preset: str) -> int:
@@ -30,13 +46,13 @@ def main(preset: str) -> int:
         if not is_finished(folder) or not record["requested_by"].get("target", "").endswith(f"-{preset}"):
             continue
         destination = target / folder.name
-        if (destination / "model.safetensors").exists():
-            continue
-        destination.mkdir(parents=True, exist_ok=True)
-        for name in FILES:
-            shutil.copyfile(folder / name, destination / name)
-        copied += 1
-        print(f"copied {folder.name}")
+        if not (destination / "model.safetensors").exists():
+            destination.mkdir(parents=True, exist_ok=True)
+            for name in FILES:
+                shutil.copyfile(folder / name, destination / name)
+            copied += 1
+            print(f"copied {folder.name}")
+        write_card(destination, record)
     print(f"{copied} new run(s) in {target}")
     return 0
 

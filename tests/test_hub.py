@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from common.hub import HubBackbone, WeightsError, model_card, upload_run
+from common.hub import HubBackbone, WeightsError, upload_run
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -73,24 +73,36 @@ def test_truncated_weights_fail_clearly(tmp_path):
         HubBackbone.from_pretrained(directory)
 
 
-def test_model_card_from_results_json(tmp_path):
-    results = {"paper": "baselines", "title": "CIFAR ResNets", "preset": "short",
+def test_model_card_from_results_json_and_run(tmp_path):
+    from common.data import build_data
+    from common.runs import ModelSpec, train
+    from common.train import Method, TrainConfig
+
+    data = build_data("cifar10-sample", batch_size=32, train_limit=32, test_limit=32)
+    run = train("ResNet-20", ModelSpec(HubBackbone, "resnet20_cifar", num_classes=10), data,
+                TrainConfig(epochs=1, batch_size=32, milestones=()), Method(), tmp_path / "runs", progress=False)
+    results = {"paper": "baselines", "target": "cifar10-resnet", "title": "CIFAR ResNets", "preset": "short",
                "cells": [{"row": "ResNet-20", "column": "Error", "paper": 8.75, "ours": 8.9, "unit": "%",
+                          "comparable": True, "note": ""},
+                         {"row": "ResNet-32", "column": "Error", "paper": 7.51, "ours": 7.9, "unit": "%",
                           "comparable": True, "note": ""}],
                "provenance": {"command": "python -m reproduce baselines cifar10-resnet --preset short",
-                              "commit": "abc", "dirty": False, "device": "cuda: H100", "seed": 0, "data": {}}}
-    card = model_card(results, "dynnets/resnet20", bibtex="@article{he2016}")
-    assert "| ResNet-20 | 8.9 (8.75) |" in card
-    assert "python -m reproduce baselines cifar10-resnet --preset short" in card
+                              "commit": "abc", "dirty": False, "device": "cuda: H100", "seed": 0,
+                              "data": {"cifar10": "/home/me/secret/cifar10 (sha256 1234)"}}}
+    upload_run(run.directory, tmp_path / "card", results, "ResNet-20", "dynnets/resnet20",
+               bibtex="@article{he2016}", push=False)
+    card = (tmp_path / "card" / "README.md").read_text()
+    from huggingface_hub import ModelCard
+
+    parsed = ModelCard(card).data.to_dict()
+    result = parsed["model-index"][0]["results"][0]
+    assert result["dataset"]["type"] == "uoft-cs/cifar10" and result["metrics"][0]["type"] == "accuracy"
+    assert result["metrics"][0]["value"] == round(run.history[-1]["test_top1"], 2)
+    assert "| ResNet-20 | 8.9 (8.75) |" in card and "ResNet-32" not in card  # this row's cells only
+    assert "python -m reproduce baselines cifar10-resnet --preset short" in card and run.key in card
     assert "@article{he2016}" in card and "license: mit" in card
-    assert "HubBackbone.from_pretrained" not in card and "Model.from_pretrained('dynnets/resnet20')" in card
-    run = tmp_path / "run"
-    HubBackbone("resnet20_cifar").save_pretrained(run)
-    (run / "run.json").write_text(json.dumps({"key": "k" * 64, "class": "common.hub.HubBackbone"}))
-    upload_run(run, tmp_path / "card", results, "dynnets/resnet20", bibtex="@article{he2016}", push=False)
-    written = (tmp_path / "card" / "README.md").read_text()
-    assert written.startswith(card.replace("from common.hub import HubBackbone as Model", "")[:40])
-    assert "from common.hub import HubBackbone as Model" in written and f"Run key `{'k' * 64}`" in written
+    assert "from common.hub import HubBackbone as Model" in card
+    assert "/home/me" not in card and str(tmp_path) not in card  # no local paths
     assert (tmp_path / "card" / "model.safetensors").exists()
 
 
