@@ -360,6 +360,20 @@ class DataBundle:
     on_device_augment: bool  # uint8 batches: augment + normalize on the training device
     limits: dict = field(default_factory=dict)  # train_limit / test_limit when the split was cut
 
+    def to(self, device: torch.device) -> "DataBundle":
+        """This bundle with its uint8 tensors on `device` (small sets; others are returned unchanged)."""
+        from dataclasses import replace
+
+        if not self.on_device_augment:
+            return self
+
+        def moved(loader):
+            dataset = BatchTensorDataset(loader.dataset.images.to(device), loader.dataset.labels.to(device))
+            return torch.utils.data.DataLoader(dataset, loader.batch_size, shuffle=isinstance(
+                loader.sampler, torch.utils.data.RandomSampler), drop_last=loader.drop_last, collate_fn=identity_collate)
+
+        return replace(self, train_loader=moved(self.train_loader), test_loader=moved(self.test_loader))
+
     def preprocess(self, images: torch.Tensor, train: bool) -> torch.Tensor:
         """Turn a loaded batch into normalised float input (augmented when `train`)."""
         if not self.on_device_augment:

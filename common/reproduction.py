@@ -60,6 +60,7 @@ class Context:
     seed: int = 0
     push_to_hub: str | None = None
     restart: bool = False
+    deadline: float | None = None  # `reproduce campaign --budget-minutes`: no run starts after it
     command: str = ""
     data_sources: dict[str, str] = field(default_factory=dict)
     figures: list[str] = field(default_factory=list)
@@ -87,7 +88,7 @@ class Context:
         """The row's run through `common.runs.train` (reused when finished), recorded for results and the Hub."""
         run = train_run(row, spec, data, config, method or Method(), self.runs_root, seed=self.seed,
                         resume=self.resume, restart=self.restart, requested_by={"target": self.stem},
-                        shared=(WEIGHTS_DIR / self.preset,))
+                        shared=(WEIGHTS_DIR / self.preset,), deadline=self.deadline)
         self.runs[row] = run
         return run
 

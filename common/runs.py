@@ -23,6 +23,8 @@ import hashlib
 import json
 import os
 import shutil
+import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -31,7 +33,8 @@ import torch
 from torch import nn
 
 from .data import DataBundle
-from .train import Method, TrainConfig, TrainingError, evaluate, fit, process_state, uses_bf16
+from .train import (BudgetExhausted, Method, TrainConfig, TrainingError, evaluate, fit, process_state,
+                    uses_bf16)
 
 RUN_FORMAT = 2      # bump when a change makes old runs' weights mean something else
 NOT_IN_KEY = ("seed", "tensorboard")  # TrainConfig fields that do not determine the weights (seed: its own field)
@@ -160,6 +163,54 @@ def _write_json(record: dict, path: Path) -> None:
     atomic_write_text(json.dumps(record, indent=2) + "\n", path)
 
 
+@contextmanager
+def _locked(path: Path):
+    """Hold an exclusive lock on `path` (waiting for another holder) while the block runs."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _train_new(row: str, key: str, content: dict, directory: Path, model: nn.Module, data: DataBundle,
+               config: TrainConfig, method: Method, resume: bool, restart: bool, requested_by: dict,
+               progress: bool, deadline: float | None, root: Path) -> Run:
+    """Train (or continue) an unfinished run in its folder, then write its weights and mark it finished."""
+    has_checkpoint = (directory / "checkpoint.pt").exists()
+    if has_checkpoint and restart:
+        if _is_main():
+            shutil.rmtree(directory)
+        _wait()
+        has_checkpoint = False
+    elif has_checkpoint and not resume:
+        raise RunError(f"{directory} holds an unfinished run of {row!r}: rerun with --resume to continue "
+                       f"it or --restart to start it over.")
+    if resume and not has_checkpoint:
+        other = _conflicting_unfinished(root, requested_by, key)
+        if other is not None:
+            raise RunError(f"--resume: the unfinished run of {row!r} in {other[0]} has another key; it differs "
+                           f"in {'; '.join(differing_fields(other[1], content))}. Rerun with the same "
+                           f"arguments, or without --resume to start a new run.")
+    record = {"key": key, "content": content, "requested_by": requested_by, "finished": False}
+    if _is_main():
+        directory.mkdir(parents=True, exist_ok=True)
+        _write_json(record, directory / "run.json")
+    fitted = fit(model, data, config, directory, method=method, resume=has_checkpoint, progress=progress,
+                 desc=row, deadline=deadline)
+    model = fitted.model
+    if _is_main():
+        _save_weights(model, directory)
+        kind = type(model)
+        _write_json({**record, "finished": True, "class": f"{kind.__module__}.{kind.__qualname__}",
+                     "epochs": len(fitted.history), "final": fitted.history[-1] if fitted.history else {}},
+                    directory / "run.json")
+        (directory / "checkpoint.pt").unlink(missing_ok=True)
+    _wait()
+    return Run(key, directory, model, fitted.history, fitted.evaluation, reused=False)
+
+
 def _save_weights(model: nn.Module, directory: Path) -> None:
     """save_pretrained into a temporary folder, then move its files in: never a partial weights file."""
     from .train import OutputError
@@ -183,11 +234,14 @@ def _load_weights(model: nn.Module, directory: Path) -> None:
 
 def train(row: str, spec: ModelSpec, data: DataBundle, config: TrainConfig, method: Method, root: Path,
           seed: int = 0, resume: bool = False, restart: bool = False, requested_by: dict | None = None,
-          progress: bool = True, shared: tuple[Path, ...] = ()) -> Run:
+          progress: bool = True, shared: tuple[Path, ...] = (), deadline: float | None = None) -> Run:
     """Train the run these arguments name, or reuse it when it is finished; see the module docstring.
 
     `shared`: read-only folders of finished runs (the weights committed in the repository) that are
-    searched for the key before `root`.
+    searched for the key before `root`. `deadline` (a `time.time()`): no run starts after it, and a
+    running one stops at an epoch boundary past it (`BudgetExhausted`; it continues on the next call).
+    Concurrent processes (`reproduce campaign --jobs K`) never train the same key twice: each run
+    folder is locked while it trains.
     """
     from .hub import HubModel
 
@@ -211,39 +265,17 @@ def train(row: str, spec: ModelSpec, data: DataBundle, config: TrainConfig, meth
             model = model.cuda()
         run = Run(key, directory, model, history, evaluate(model, data, method, bf16=uses_bf16(config)), reused=True)
     else:
-        has_checkpoint = (directory / "checkpoint.pt").exists()
-        if has_checkpoint and restart:
-            if _is_main():
-                shutil.rmtree(directory)
-            _wait()
-            has_checkpoint = False
-        elif has_checkpoint and not resume:
-            raise RunError(f"{directory} holds an unfinished run of {row!r}: rerun with --resume to continue "
-                           f"it or --restart to start it over.")
-        if resume and not has_checkpoint:
-            other = _conflicting_unfinished(root, requested_by, key)
-            if other is not None:
-                raise RunError(f"--resume: the unfinished run of {row!r} in {other[0]} has another key; it differs "
-                               f"in {'; '.join(differing_fields(other[1], content))}. Rerun with the same "
-                               f"arguments, or without --resume to start a new run.")
-        record = {"key": key, "content": content, "requested_by": requested_by, "finished": False}
-        if _is_main():
-            directory.mkdir(parents=True, exist_ok=True)
-            _write_json(record, directory / "run.json")
-        fitted = fit(model, data, replace(config, seed=row_seed), directory, method=method,
-                     resume=has_checkpoint, progress=progress, desc=row)
-        model = fitted.model
-        if _is_main():
-            _save_weights(model, directory)
-            kind = type(model)
-            _write_json({**record, "finished": True, "class": f"{kind.__module__}.{kind.__qualname__}",
-                         "epochs": len(fitted.history), "final": fitted.history[-1] if fitted.history else {}},
-                        directory / "run.json")
-            (directory / "checkpoint.pt").unlink(missing_ok=True)
-        _wait()
-        run = Run(key, directory, model, fitted.history, fitted.evaluation, reused=False)
+        if deadline is not None and time.time() > deadline:
+            raise BudgetExhausted(f"{row}: the budget ran out before this run started.")
+        with _locked(root / ".locks" / f"{folder}.lock"):
+            if is_finished(directory):  # another process finished it while this one waited for the lock
+                return train(row, spec, data, config, method, root, seed, resume, restart, requested_by, progress,
+                             shared)
+            run = _train_new(row, key, content, directory, model, data, replace(config, seed=row_seed), method,
+                             resume, restart, requested_by, progress, deadline, root)
     seed_everything(row_seed + 1)  # what the target computes next does not depend on trained vs reused
     return run
 
 
-__all__ = ["ModelSpec", "Run", "RunError", "TrainingError", "train", "run_content", "run_key", "is_finished"]
+__all__ = ["BudgetExhausted", "ModelSpec", "Run", "RunError", "TrainingError", "train", "run_content", "run_key",
+           "is_finished"]

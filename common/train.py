@@ -91,6 +91,10 @@ class TrainingError(RuntimeError):
     """Training that cannot go on (no optimiser step possible, a non-finite loss); the message says why."""
 
 
+class BudgetExhausted(RuntimeError):
+    """The time budget ran out; finished epochs are checkpointed and the run continues on the next call."""
+
+
 class Method:
     """Plain supervised training with cross-entropy; papers subclass what they change.
 
@@ -294,12 +298,13 @@ def _leftover_temporaries(out_dir: Path) -> None:
 
 def fit(model: nn.Module, data: DataBundle, config: TrainConfig, out_dir: str | os.PathLike,
         method: Method | None = None, resume: bool = False, progress: bool = True,
-        desc: str = "train") -> FitResult:
+        desc: str = "train", deadline: float | None = None) -> FitResult:
     """Train `model` on `data` with `config`, checkpointing each epoch into `out_dir`.
 
     `config.batch_size` is the global batch: under `accelerate launch` with N processes each process
     takes batch/N images of every batch at the recipe's LR, so the recipe is the same at any process
-    count. Targets train through `common.runs.train`, which names and seeds the run.
+    count. Targets train through `common.runs.train`, which names and seeds the run. Past `deadline`
+    (a `time.time()`), the run stops after the epoch's checkpoint with `BudgetExhausted`.
     """
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
@@ -329,7 +334,9 @@ def fit(model: nn.Module, data: DataBundle, config: TrainConfig, out_dir: str | 
                           f"{config.batch_size // accelerator.num_processes}, {steps_per_epoch} steps per epoch")
     set_seed(config.seed)
     if cuda:
+        torch.backends.cudnn.benchmark = True
         model = model.to(memory_format=torch.channels_last)
+        data = data.to(accelerator.device)  # small uint8 sets live on the GPU: no host copies per batch
     optimizer, scheduler = build_optimizer(model, config, method.param_groups(model), steps_per_epoch)
     model, optimizer, train_loader, test_loader = accelerator.prepare(
         model, optimizer, data.train_loader, data.test_loader)
@@ -431,6 +438,10 @@ def fit(model: nn.Module, data: DataBundle, config: TrainConfig, out_dir: str | 
             accelerator.log(record, step=epoch + 1)
         accelerator.wait_for_everyone()
         method.on_epoch_end(accelerator.unwrap_model(model), epoch, record)
+        if deadline is not None and time.time() > deadline and epoch + 1 < config.epochs:
+            method._backward = None
+            raise BudgetExhausted(f"{desc}: the budget ran out after epoch {epoch + 1} of {config.epochs}; "
+                                  f"the checkpoint in {out_dir} continues it on the next call.")
     if not evaluation:
         evaluation = evaluate(model, prepared, method, accelerator)
     method._backward = None

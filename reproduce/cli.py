@@ -5,6 +5,7 @@
     python -m reproduce readme <paper> [--results DIR]        regenerate a README's results block
     python -m reproduce eval MODEL --weights DIR_OR_HUB_ID    accuracy, MACs per image, latency of weights
     python -m reproduce compare [--preset mini]               the four methods on one backbone, in one table
+    python -m reproduce campaign --preset short [--budget-minutes N] [--jobs K]   every CIFAR run, resumable
 
 Thin by design: parse and check the arguments before any work, look the target up in the paper
 folder's `tables.py`, run it, write its results through `common.reproduction`. Every mistake ends
@@ -259,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
             return _list(argv[1:])
         if argv[0] == "eval":
             return _eval(argv[1:])
+        if argv[0] == "campaign":
+            from .campaign import main as campaign
+            return campaign(argv[1:], Parser)
         if argv[0] == "compare" and (len(argv) == 1 or argv[1].startswith("-")):
             argv = ["compare", "methods", *argv[1:]]  # `compare --preset mini`: the methods table
         return _run(argv)

@@ -102,7 +102,7 @@ def test_interrupted_run_refused_then_resumed_equals_uninterrupted(tmp_path):
     stopping._stop_after = 0
     with pytest.raises(Interrupt):
         train("row", SPEC, data, CONFIG, stopping, tmp_path / "killed", progress=False)
-    folder = next((tmp_path / "killed").iterdir())
+    folder = next((tmp_path / "killed").glob("*/run.json")).parent
     (folder / ".checkpoint.pt.tmp999").write_bytes(b"half a file")
     with pytest.raises(RunError, match=r"unfinished run of 'row': rerun with --resume .* or --restart"):
         train("row", SPEC, data, CONFIG, Stoppable(), tmp_path / "killed", progress=False)

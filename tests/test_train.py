@@ -136,3 +136,35 @@ def test_method_backward_outside_fit_is_plain_backward():
     model = nn.Linear(3, 1)
     Method().backward(model(torch.ones(2, 3)).sum())
     assert torch.equal(model.weight.grad, torch.full((1, 3), 2.0))
+
+
+def test_step_loop_reads_nothing_back_from_the_device(monkeypatch):
+    """No host sync inside the step loop: between two training steps no tensor is turned into a number
+    (the sampler's index permutation, host-side in torch.utils.data on every device, aside)."""
+    import traceback
+
+    reads = {"count": 0}
+    for name in ("item", "__float__", "__int__", "__bool__", "tolist"):
+        original = getattr(torch.Tensor, name)
+
+        def counting(self, *args, _original=original, **kwargs):
+            if not any("torch/utils/data" in frame.filename for frame in traceback.extract_stack()):
+                reads["count"] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+
+    class Watch(Method):
+        marks: list[int] = []
+
+        def training_step(self, model, images, labels, criterion):
+            self.marks.append(reads["count"])
+            out = super().training_step(model, images, labels, criterion)
+            self.marks.append(reads["count"])
+            return out
+
+    watch = Watch()
+    fit(tiny_model(), tiny_data(), TrainConfig(epochs=1, batch_size=32, lr=0.05, milestones=()), "/tmp/nosync",
+        method=watch, progress=False)
+    between_steps = [watch.marks[i + 1] - watch.marks[i] for i in range(1, len(watch.marks) - 1, 2)]
+    assert len(between_steps) == 2 and between_steps == [0, 0], watch.marks

@@ -1,0 +1,95 @@
+"""`python -m reproduce campaign --preset short [--budget-minutes N] [--jobs K] [--targets P/T …]`.
+
+Every CIFAR target, headline rows first, run within a time budget: their distinct runs (one per run
+key, however many targets share it) train until the budget runs out; a run cut short keeps its
+epoch checkpoint. Finished runs are files, so the next call (or the next session, or a new lease of
+a GPU) continues where this one stopped, and every target whose runs are all finished writes its
+results from them. With `--jobs K`, K processes share the target list and one device; a run folder
+is locked while it trains, so no key is trained twice. `campaign-<preset>.json` records what each
+call trained, reused and wrote.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common.reproduction import Context, write_results
+from common.train import BudgetExhausted, atomic_write_text
+
+# Headline rows first: the tables whose runs the figures and other tables reuse.
+ORDER = ["baselines/cifar10-resnet", "adanet/table1", "rdinet/table2", "dygraph/table6", "adn/table3",
+         "adn/table1", "rdinet/fig9", "rdinet/fig5", "rdinet/table3", "dygraph/table1", "adanet/fig3",
+         "adanet/fig4", "adanet/fig6", "adanet/fig7", "adanet/fig8", "adn/fig3a", "adn/fig3b",
+         "dygraph/fig-edges", "rdinet/fig7", "compare/methods"]
+
+
+def run_campaign(targets: list[str], preset: str, out: Path, data_dir: str | None, seed: int,
+                 budget_minutes: float | None, command: str) -> dict:
+    """Run `targets` in order within the budget; what trained, what was reused, what was written."""
+    from .cli import targets as paper_targets
+
+    deadline = None if budget_minutes is None else time.time() + 60 * budget_minutes
+    summary = {"preset": preset, "command": command, "trained": [], "reused": [], "written": [], "pending": []}
+    for name in targets:
+        paper, target_name = name.split("/")
+        target = paper_targets(paper)[target_name]
+        ctx = Context(paper, target_name, preset, out, data_dir, resume=True, seed=seed,
+                      command=f"python -m reproduce {paper} {target_name} --preset {preset} --out {out}"
+                              + (f" --data-dir {data_dir}" if data_dir else ""), deadline=deadline)
+        try:
+            cells = target.run(ctx)
+        except BudgetExhausted as stop:
+            print(f"campaign: {name} waits for the next call ({stop})")
+            summary["pending"].append(name)
+        else:
+            json_path, _ = write_results(ctx, target, cells)
+            summary["written"].append(json_path.name)
+        for row, run in ctx.runs.items():
+            summary["reused" if run.reused else "trained"].append(f"{run.directory.name} ({name}: {row})")
+    return summary
+
+
+def main(argv: list[str], parser_cls) -> int:
+    """Parse the campaign's arguments and run it (or its K jobs)."""
+    from .cli import PRESETS, UsageError, _out_dir, check_local
+
+    parser = parser_cls(prog="python -m reproduce campaign", description=__doc__.split("\n\n")[1])
+    parser.add_argument("--preset", default="short", help=f"one of {', '.join(PRESETS)} (default short)")
+    parser.add_argument("--budget-minutes", type=float, default=None, help="no run starts after this many minutes")
+    parser.add_argument("--jobs", type=int, default=1, help="processes sharing the device (default 1)")
+    parser.add_argument("--targets", nargs="+", default=ORDER, help="PAPER/TARGET … in order (default: every CIFAR target)")
+    parser.add_argument("--out", default="results")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.preset not in PRESETS:
+        raise UsageError(f"unknown preset {args.preset!r}. Valid choices: {', '.join(PRESETS)}.")
+    unknown = [t for t in args.targets if t not in ORDER]
+    if unknown:
+        raise UsageError(f"{unknown[0]!r} is not a campaign target. Valid: {', '.join(ORDER)}.")
+    if args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs}: give at least 1 process.")
+    if args.budget_minutes is not None and args.budget_minutes < 0:
+        raise UsageError(f"--budget-minutes {args.budget_minutes}: give a number of minutes ≥ 0.")
+    if args.data_dir is not None and args.preset != "smoke":
+        check_local("cifar10", args.data_dir)
+    out = _out_dir(args.out)
+    command = "python -m reproduce campaign " + " ".join(argv)
+    if args.jobs > 1:  # K processes over the same list: the run locks share the work out
+        base = [sys.executable, "-m", "reproduce", "campaign", "--preset", args.preset, "--out", str(out),
+                "--seed", str(args.seed), *(["--data-dir", args.data_dir] if args.data_dir else []),
+                *(["--budget-minutes", str(args.budget_minutes)] if args.budget_minutes is not None else [])]
+        shares = [args.targets[i::args.jobs] for i in range(args.jobs)]
+        jobs = [subprocess.Popen([*base, "--targets", *share, *(t for t in args.targets if t not in share)])
+                for share in shares]
+        return max(job.wait() for job in jobs)
+    summary = run_campaign(args.targets, args.preset, out, args.data_dir, args.seed, args.budget_minutes, command)
+    record_path = out / f"campaign-{args.preset}.json"
+    history = json.loads(record_path.read_text()) if record_path.exists() else []
+    atomic_write_text(json.dumps(history + [summary], indent=2) + "\n", record_path)
+    print(f"campaign: trained {len(summary['trained'])} run(s), reused {len(summary['reused'])}, wrote "
+          f"{len(summary['written'])} results file(s); {len(summary['pending'])} target(s) wait for the next call.")
+    return 0
