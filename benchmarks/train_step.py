@@ -53,28 +53,33 @@ def build(name: str) -> tuple[nn.Module, Method]:
     raise SystemExit(f"unknown model {name!r}: resnetN, adanetN, rdinetN, dygraphN or adnN")
 
 
-def step_time(model: nn.Module, method: Method, setting: str, batch: int, steps: int) -> float:
+def step_time(model: nn.Module, method: Method, setting: str, batch: int, steps: int,
+              device: torch.device = torch.device("cpu")) -> float:
     """Median seconds of one training step over `steps` steps (after one warm-up step)."""
     channels_last, bf16 = "channels_last" in setting, "bf16" in setting
-    model.train()
+    model.to(device).train()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     step_model = torch.compile(model) if "compile" in setting else model
     optimizer, _ = build_optimizer(model, TrainConfig(lr=0.05, milestones=()), method.param_groups(model), 100)
     criterion = nn.CrossEntropyLoss()
-    images = torch.randn(batch, 3, 32, 32)
+    images = torch.randn(batch, 3, 32, 32, device=device)
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    labels = torch.randint(0, 10, (batch,))
+    labels = torch.randint(0, 10, (batch,), device=device)
     times = []
     for index in range(steps + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             out = method.training_step(step_model, images, labels, criterion)
         optimizer.zero_grad(set_to_none=True)
         if not getattr(out, "backward_done", False):
             out.loss.backward()
         optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         if index:
             times.append(time.perf_counter() - start)
     return statistics.median(times)
@@ -90,6 +95,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", default=None, help="JSON file for the measurements")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     torch.manual_seed(0)
     variants = [(m, s) for m in args.models for s in args.settings]
@@ -98,7 +104,8 @@ def main() -> None:
     for _ in range(args.rounds):
         for model_name, setting in variants:
             model, method = built[model_name]
-            medians[(model_name, setting)].append(step_time(model, method, setting, args.batch, args.steps))
+            medians[(model_name, setting)].append(step_time(model, method, setting, args.batch, args.steps,
+                                                            torch.device(args.device)))
     first = statistics.median(medians[variants[0]])
     rows = []
     print(f"batch {args.batch}, {args.rounds} alternating rounds × {args.steps} steps, torch threads "
