@@ -26,9 +26,9 @@ def test_list_prints_every_target(capsys):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["nopaper", "table1"], "unknown paper 'nopaper'. Valid choices: baselines, adanet, rdinet, dygraph, adn."),
+    (["nopaper", "table1"], "unknown paper 'nopaper'. Valid choices: baselines, adanet, rdinet, dygraph, adn, compare."),
     (["baselines", "table9"], "unknown target 'table9' for baselines. Valid choices: cifar10-resnet, imagenet-backbones."),
-    (["baselines", "cifar10-resnet", "--preset", "long"], "unknown preset 'long'. Valid choices: smoke, short, paper."),
+    (["baselines", "cifar10-resnet", "--preset", "long"], "unknown preset 'long'. Valid choices: smoke, mini, short, paper."),
 ])
 def test_wrong_names_give_one_line_without_traceback(args, message):
     out = run_cli(*args)
