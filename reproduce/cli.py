@@ -3,6 +3,7 @@
     python -m reproduce list                                  every target: what it trains and reads
     python -m reproduce <paper> <target> [options]            run one table or figure
     python -m reproduce readme <paper> [--results DIR]        regenerate a README's results block
+    python -m reproduce compare-latency [options]             = compare latency: dynamic vs static wall-clock
 
 Thin by design: parse and check the arguments before any work, look the target up in the paper
 folder's `tables.py`, run it, write its results through `common.reproduction`. Every mistake ends
@@ -27,7 +28,7 @@ from common.train import OutputError
 
 # paper name → module holding its TARGETS
 PAPERS = {"baselines": "common.tables", "adanet": "adanet.tables", "rdinet": "rdinet.tables",
-          "dygraph": "dygraph.tables", "adn": "adn.tables"}
+          "dygraph": "dygraph.tables", "adn": "adn.tables", "compare": "reproduce.compare"}
 REPO = Path(__file__).resolve().parent.parent
 KNOWN_ERRORS = (DataError, RunError, TrainingError, OutputError, HubError, WeightsError)
 
@@ -218,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
             return _readme(argv[1:])
         if argv[0] == "list":
             return _list(argv[1:])
+        if argv[0] == "compare-latency":
+            return _run(["compare", "latency", *argv[1:]])
         return _run(argv)
     except UsageError as error:
         return _fail(str(error))
