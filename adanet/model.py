@@ -76,22 +76,32 @@ class Gate(nn.Module):
             self.fc2.bias.copy_(torch.tensor([math.log(init_rate), math.log(1.0 - init_rate)]))
         self.tau = tau
         self.stochastic = False  # evaluation: sample like training (True) or argmax (False)
-        self._fused: tuple[torch.Tensor, torch.Tensor] | None = None  # eval-time W_1 with BN folded in
+        self._fused: tuple[torch.Tensor, ...] | None = None  # eval-time folded layers, see `_folded`
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """β [B, 2]: log-probabilities (up to a constant) of executing and skipping, Eq. (4)–(5)."""
         z = x.mean(dim=(2, 3))                                  # Eq. (4)
         if self.training or not isinstance(self.bn, nn.BatchNorm1d):
             return self.fc2(F.relu(self.bn(self.fc1(z))))      # Eq. (5)
-        weight, bias = self._fused_fc1()
+        weight, bias, _, _ = self._folded()
         return self.fc2(F.relu(F.linear(z, weight, bias)))      # Eq. (5), BatchNorm folded into W_1
 
-    def _fused_fc1(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """W_1 and its bias with the eval-mode BatchNorm folded in; dropped by train()/eval()/loading."""
+    def margin(self, x: torch.Tensor) -> torch.Tensor:
+        """β_execute − β_skip [B] at evaluation, from one folded row: (W_2[0] − W_2[1]) σ(W_1 z) + b."""
+        weight, bias, row, offset = self._folded()
+        hidden = F.relu(F.linear(x.mean(dim=(2, 3)), weight.to(x.dtype), bias.to(x.dtype)))  # Eqs. (4), (5)
+        return torch.addmv(offset.to(x.dtype), hidden, row.to(x.dtype))
+
+    def _folded(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Eval-time W_1, b_1 with BatchNorm folded in, and W_2's execute − skip row and bias; dropped by
+        train()/eval()/loading/moving."""
         if self._fused is None:
-            scale = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
-            self._fused = (self.fc1.weight * scale[:, None]).detach(), \
-                ((self.fc1.bias - self.bn.running_mean) * scale + self.bn.bias).detach()
+            weight, bias = self.fc1.weight, self.fc1.bias
+            if isinstance(self.bn, nn.BatchNorm1d):
+                scale = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
+                weight, bias = weight * scale[:, None], (bias - self.bn.running_mean) * scale + self.bn.bias
+            row = self.fc2.weight[0] - self.fc2.weight[1]
+            self._fused = tuple(t.detach() for t in (weight, bias, row, self.fc2.bias[0] - self.fc2.bias[1]))
         return self._fused
 
     def train(self, mode: bool = True) -> "Gate":
@@ -108,10 +118,11 @@ class Gate(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(decision [B] in {0, 1}, P(execute) [B]); the decision carries the straight-through gradient."""
+        if not (self.training or self.stochastic):  # argmax β: β_execute − β_skip > 0
+            margin = self.margin(x).float()
+            return (margin > 0).float(), torch.sigmoid(margin)
         beta = self.logits(x).float()
         prob = torch.sigmoid(beta[:, 0] - beta[:, 1])           # softmax(β)[execute]
-        if not (self.training or self.stochastic):
-            return (beta[:, 0] > beta[:, 1]).to(beta.dtype), prob
         noisy = beta + gumbel_like(beta)                          # log α + G, Eq. (6)
         hard = (noisy[:, 0] > noisy[:, 1]).to(beta.dtype)       # argmax, Eq. (6)
         soft = (noisy / self.tau).softmax(dim=1)[:, 0]          # relaxation, Eq. (7)

@@ -65,7 +65,7 @@ class ADNMethod(Method):
         with torch.no_grad():
             ce_base = criterion(base_logits, labels)
         logs = {"ce_super": ce, "ce_base": ce_base, "kl_features": feature_kl, "kl_logits": logit_kl}
-        return StepOutput(loss, teacher_logits, {k: float(v.detach()) for k, v in logs.items()}, backward_done=True)
+        return StepOutput(loss, teacher_logits, {k: v.detach() for k, v in logs.items()}, backward_done=True)
 
     def _joint_ce_step(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                        criterion: nn.Module) -> StepOutput:
@@ -77,7 +77,7 @@ class ADNMethod(Method):
         ce_base = criterion(base_logits, labels)
         self.backward(0.5 * ce_base)
         loss = 0.5 * (ce_super.detach() + ce_base.detach())
-        logs = {"ce_super": float(ce_super.detach()), "ce_base": float(ce_base.detach())}
+        logs = {"ce_super": ce_super.detach(), "ce_base": ce_base.detach()}
         return StepOutput(loss, super_logits.detach(), logs, backward_done=True)
 
     def evaluation_step(self, model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

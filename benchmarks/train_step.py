@@ -3,11 +3,14 @@
     python benchmarks/train_step.py                                   # every method at ResNet-20 depth
     python benchmarks/train_step.py --models resnet110 adanet110 rdinet110 --batch 128
     python benchmarks/train_step.py --models resnet20 --settings fp32 bf16 channels_last bf16+channels_last
+    python benchmarks/train_step.py --models speed --rounds 3 --steps 3   # the README's Speed table
+
+`--models speed` stands for the dynamic models of the README's Speed table and their static ResNets.
 
 One step = each method's own `training_step` (its losses and extra passes), backward and an SGD step,
 on random CIFAR-shaped batches. Variants (model × setting) run in alternating rounds so that a change
 in the machine's load hits all alike; each keeps the median of its rounds. Ratios are against the
-first variant. Set `MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296` (the script
+first variant, and (column `vs static`) against the static ResNet of the same depth when it is measured. Set `MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296` (the script
 records whether they are set): glibc's allocator otherwise makes one process up to 1.7× slower.
 """
 from __future__ import annotations
@@ -51,6 +54,15 @@ def build(name: str) -> tuple[nn.Module, Method]:
         from adn.model import ADNet
         return ADNet(f"resnet{name.removeprefix('adn')}_cifar", 10), ADNMethod()
     raise SystemExit(f"unknown model {name!r}: resnetN, adanetN, rdinetN, dygraphN or adnN")
+
+
+SPEED_MODELS = ["resnet20", "resnet56", "resnet110", "adanet110", "rdinet110", "dygraph20", "dygraph56", "dygraph110",
+                "adn20"]
+
+
+def static_of(name: str) -> str:
+    """The static ResNet a model is built on: `resnet` + its depth digits."""
+    return "resnet" + "".join(c for c in name if c.isdigit())
 
 
 def step_time(model: nn.Module, method: Method, setting: str, batch: int, steps: int,
@@ -97,6 +109,8 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="JSON file for the measurements")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    if args.models == ["speed"]:
+        args.models = SPEED_MODELS
     torch.manual_seed(0)
     variants = [(m, s) for m in args.models for s in args.settings]
     built = {m: build(m) for m in args.models}
@@ -110,13 +124,16 @@ def main() -> None:
     rows = []
     print(f"batch {args.batch}, {args.rounds} alternating rounds × {args.steps} steps, torch threads "
           f"{torch.get_num_threads()}, MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_', 'unset')}")
-    print(f"{'model':12s} {'setting':24s} {'ms/step':>9s} {'img/s':>7s} {'ratio':>6s}")
+    print(f"{'model':12s} {'setting':24s} {'ms/step':>9s} {'img/s':>7s} {'ratio':>6s} {'vs static':>9s}")
     for model_name, setting in variants:
         seconds = statistics.median(medians[(model_name, setting)])
+        static = medians.get((static_of(model_name), setting))
+        vs_static = seconds / statistics.median(static) if static else None
         rows.append({"model": model_name, "setting": setting, "ms_per_step": 1e3 * seconds,
-                     "images_per_s": args.batch / seconds, "ratio": seconds / first,
+                     "images_per_s": args.batch / seconds, "ratio": seconds / first, "vs_static": vs_static,
                      "round_medians_ms": [1e3 * t for t in medians[(model_name, setting)]]})
-        print(f"{model_name:12s} {setting:24s} {1e3 * seconds:9.1f} {args.batch / seconds:7.0f} {seconds / first:6.2f}")
+        print(f"{model_name:12s} {setting:24s} {1e3 * seconds:9.1f} {args.batch / seconds:7.0f} {seconds / first:6.2f} "
+              f"{'' if vs_static is None else f'{vs_static:9.2f}'}")
     if args.out:
         record = {"batch": args.batch, "steps": args.steps, "rounds": args.rounds, "threads": torch.get_num_threads(),
                   "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",

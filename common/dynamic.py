@@ -50,33 +50,48 @@ class GatedBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         parts = block_parts(self.block)
-        shortcut = parts.shortcut(x)
         if self.mode == "scaled":
-            return parts.post(shortcut + self.rate * parts.residual(x))
+            return parts.post(parts.shortcut(x) + self.rate * parts.residual(x))
         decision, prob = self.gate(x)
         if self.override is not None:
             decision = self.override(x).to(x.dtype)
         self.last_decision, self.last_prob = decision, prob
         if self.mode == "masked":
+            shortcut = parts.shortcut(x)
             v = decision.view(-1, 1, 1, 1).to(x.dtype)
-            if self.mix == "output":  # RDI-Net Eq. (9): v·F(x) + (1 − v)·x, soft v in training
+            if self.mix == "output":  # RDI-Net Eq. (9): v·F(x) + (1 − v)·x = x + v·(F(x) − x), soft v in training
                 executed = parts.post(shortcut + parts.residual(x))
-                return v * executed + (1 - v) * parts.post(shortcut.clone())
+                skipped = _post_copy(parts, shortcut).to(executed.dtype)
+                return torch.lerp(skipped, executed, v.to(executed.dtype))  # one fused pass
             return parts.post(shortcut + v * parts.residual(x))  # Adanet Eq. (3)
         if self.mode != "skip":
             raise ValueError(f"Unknown gating mode {self.mode!r}; valid: {', '.join(MODES)}.")
+        return self._skip(x, parts, decision)
+
+    def _skip(self, x: torch.Tensor, parts, decision: torch.Tensor) -> torch.Tensor:
+        """Eq. (3) computing the branch only on the images whose z = 1: one host read per block."""
+        if x.shape[0] == 1:  # batch 1: run the whole block or only its shortcut
+            if bool(decision[0] > 0.5):
+                return parts.post(parts.shortcut(x) + parts.residual(x))
+            return _post_copy(parts, parts.shortcut(x))
         executed = (decision > 0.5).nonzero().squeeze(1)
-        if executed.numel() == x.shape[0]:
-            return parts.post(shortcut + parts.residual(x))
-        branch = None
-        if executed.numel() > 0:
-            branch = parts.post(shortcut[executed] + parts.residual(x[executed]))
-        # torchvision's post-activation is an in-place ReLU: never let it write into the block's
-        # input (identity shortcut), and only after the executed images' shortcut was read.
-        out = parts.post(shortcut.clone() if shortcut is x else shortcut)
-        if branch is None:
-            return out
-        return out.index_copy_(0, executed, branch.to(out.dtype))  # `out` is never the block's input
+        count = executed.numel()
+        if count == x.shape[0]:
+            return parts.post(parts.shortcut(x) + parts.residual(x))
+        shortcut = parts.shortcut(x)
+        if count == 0:
+            return _post_copy(parts, shortcut)
+        branch = parts.residual(x.index_select(0, executed))
+        # shortcut + z·F on the executed rows, one pass; never written into the block's input x.
+        out = shortcut.index_add(0, executed, branch.to(shortcut.dtype))
+        return parts.post(out)
+
+
+def _post_copy(parts, shortcut: torch.Tensor) -> torch.Tensor:
+    """post(shortcut) without writing into `shortcut` (torchvision's ReLU is in place; it may be x)."""
+    if isinstance(parts.post, nn.ReLU):
+        return torch.relu(shortcut)
+    return parts.post(shortcut.clone())
 
 
 def gated_blocks(model: nn.Module) -> list[GatedBlock]:

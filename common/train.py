@@ -83,7 +83,7 @@ class GroupSpec:
 class StepOutput:
     loss: torch.Tensor
     logits: torch.Tensor
-    logs: dict[str, float] = field(default_factory=dict)
+    logs: dict[str, float | torch.Tensor] = field(default_factory=dict)  # tensors: summed on the device
     backward_done: bool = False  # the step called `Method.backward` itself; `fit` then only steps the optimiser
 
 

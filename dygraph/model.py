@@ -62,18 +62,40 @@ def _as_rows(x: torch.Tensor) -> tuple[torch.Tensor, callable]:
 def weighted_sum(weights: torch.Tensor, features: list[torch.Tensor]) -> torch.Tensor:
     """Σ_i weights[:, i] · features[i] (the aggregation of Eq. 1-2), per sample.
 
-    Each edge is one rank-1 batched matmul (`baddbmm`), so `FlopCounterMode` sees exactly one
-    multiply-add per edge and element, and nothing is stacked (memory stays O(edges)).
+    Each edge is one rank-1 batched matmul (`baddbmm`) accumulated in place, so `FlopCounterMode`
+    sees exactly one multiply-add per edge and element, and nothing is stacked (memory stays
+    O(edges)). The backward (`_WeightedSum`) is elementwise: ∂/∂f_i = w_i·g and ∂/∂w_i = ⟨g, f_i⟩ per
+    sample, a dot product that a batched matmul of 1×1 outputs computes far more slowly on CPU.
     """
     if weights.shape[1] != len(features) or not features:
         raise ValueError(f"Got {weights.shape[1]} weights for {len(features)} features.")
-    out, unflatten = None, None
-    for index, feature in enumerate(features):
-        rows, unflatten_i = _as_rows(feature)
-        unflatten = unflatten or unflatten_i
-        w = weights[:, index].view(-1, 1, 1).to(rows.dtype)
-        out = torch.bmm(w, rows) if out is None else torch.baddbmm(out, w, rows.to(out.dtype))
-    return unflatten(out)
+    return _WeightedSum.apply(weights, *features)
+
+
+class _WeightedSum(torch.autograd.Function):
+    """`weighted_sum` with an elementwise backward."""
+
+    @staticmethod
+    def forward(ctx, weights: torch.Tensor, *features: torch.Tensor) -> torch.Tensor:
+        rows, unflatten = _as_rows(features[0])
+        out = torch.bmm(weights[:, :1].unsqueeze(2).to(rows.dtype), rows)
+        for index, feature in enumerate(features[1:], start=1):
+            rows = _as_rows(feature)[0].to(out.dtype)
+            torch.baddbmm(out, weights[:, index:index + 1].unsqueeze(2).to(out.dtype), rows, out=out)
+        ctx.save_for_backward(weights, *features)
+        return unflatten(out)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        weights, *features = ctx.saved_tensors
+        flat = grad.reshape(grad.shape[0], -1)
+        grad_weights = None
+        if ctx.needs_input_grad[0]:
+            grad_weights = torch.stack([torch.linalg.vecdot(flat, f.reshape(f.shape[0], -1).to(flat.dtype))
+                                        for f in features], dim=1).to(weights.dtype)
+        grad_features = [grad.mul(weights[:, i].view(-1, 1, 1, 1).to(grad.dtype)).to(f.dtype)
+                         if ctx.needs_input_grad[i + 1] else None for i, f in enumerate(features)]
+        return grad_weights, *grad_features
 
 
 def threshold(alpha: torch.Tensor, tau: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -71,17 +71,17 @@ class RDIMethod(Method):
         logits = model(images)
         ce = criterion(logits, labels)
         taken = decisions(model).float()
-        logs = {"ce": float(ce.detach()), "exec_rate": float(taken.detach().mean())}
+        logs = {"ce": ce.detach(), "exec_rate": taken.detach().mean()}  # tensors: no host sync per step
         if self._warming_up:
             return StepOutput(ce, logits, logs)
         cost = cost_loss(taken, self.target, self.cost)                            # Eq. (15)
         loss = ce + cost
-        logs["cost"] = float(cost.detach())
+        logs["cost"] = cost.detach()
         if self.alpha:
             hist = colour_histogram(self.pixels(images), self.bins)
             rank = rank_loss(taken, sample_distances(hist), self.margin)
             loss = loss + self.alpha * rank
-            logs["rank"] = float(rank.detach())
+            logs["rank"] = rank.detach()
         return StepOutput(loss, logits, logs)
 
     def evaluation_step(self, model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

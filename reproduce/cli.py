@@ -5,6 +5,7 @@
     python -m reproduce readme <paper> [--results DIR]        regenerate a README's results block
     python -m reproduce eval MODEL --weights DIR_OR_HUB_ID    accuracy, MACs per image, latency of weights
     python -m reproduce compare [--preset mini]               the four methods on one backbone, in one table
+    python -m reproduce compare-latency [options]             = compare latency: dynamic vs static wall-clock
     python -m reproduce campaign --preset short [--budget-minutes N] [--jobs K]   every CIFAR run, resumable
 
 Thin by design: parse and check the arguments before any work, look the target up in the paper
@@ -265,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
             return campaign(argv[1:], Parser)
         if argv[0] == "compare" and (len(argv) == 1 or argv[1].startswith("-")):
             argv = ["compare", "methods", *argv[1:]]  # `compare --preset mini`: the methods table
+        if argv[0] == "compare-latency":
+            return _run(["compare", "latency", *argv[1:]])
         return _run(argv)
     except UsageError as error:
         return _fail(str(error))

@@ -347,3 +347,22 @@ def test_figures_reuse_table1_runs_and_a_new_lambda_makes_new_runs(tmp_path, mon
     changed = _json.loads((tmp_path / "adanet-fig3-smoke.json").read_text())["runs"]
     for row, run in changed.items():
         assert not run["reused"] and run["key"] != table1[row]["key"], row
+
+
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_eval_gate_folded_margin_gives_the_decisions_and_probabilities_of_eq5(batch_norm):
+    from adanet.model import Gate
+
+    torch.manual_seed(0)
+    gate = Gate(16, 2, batch_norm=batch_norm)
+    torch.nn.init.normal_(gate.fc2.weight, std=1.0)  # decisions that depend on the input
+    gate.fc2.bias.data.zero_()
+    gate.train()
+    gate.logits(torch.randn(8, 16, 4, 4))  # move the running statistics
+    gate.eval()
+    x = torch.randn(64, 16, 4, 4)
+    beta = gate.fc2(torch.relu(gate.bn(gate.fc1(x.mean(dim=(2, 3))))))   # Eq. (5), unfolded
+    decision, prob = gate(x)
+    assert torch.equal(decision, (beta[:, 0] > beta[:, 1]).float())
+    assert 0 < decision.sum() < 64
+    torch.testing.assert_close(prob, beta.softmax(dim=1)[:, 0])

@@ -312,7 +312,7 @@ def test_training_step_runs_both_subnetworks_and_the_ablation():
     assert float(out.loss) == pytest.approx(float(expected), rel=1e-5)
     assert set(out.logs) == {"ce_super", "ce_base", "kl_features", "kl_logits"} and out.backward_done
     ablation = ADNMethod(specialize=False).training_step(model, images, labels, criterion)
-    assert float(ablation.loss) == pytest.approx(0.5 * (out.logs["ce_super"] + out.logs["ce_base"]), rel=1e-4)
+    assert float(ablation.loss) == pytest.approx(0.5 * float(out.logs["ce_super"] + out.logs["ce_base"]), rel=1e-4)
 
 
 @pytest.mark.parametrize("options", [{}, {"specialize": False}, {"topk_classes": 3, "feature_stages": (2,)}])

@@ -224,8 +224,8 @@ def test_training_step_uses_the_chosen_cost_reading(reading):
     out = method.training_step(model, torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,)), nn.CrossEntropyLoss())
     v = decisions(model).detach()
     by_hand = ((v.mean(0) - 0.6) ** 2).sum() if reading == "batch" else ((v - 0.6) ** 2).sum(1).mean()
-    assert out.logs["cost"] == pytest.approx(float(by_hand), rel=1e-5)
-    assert float(out.loss) == pytest.approx(out.logs["ce"] + float(by_hand), rel=1e-5)
+    assert float(out.logs["cost"]) == pytest.approx(float(by_hand), rel=1e-5)
+    assert float(out.loss) == pytest.approx(float(out.logs["ce"]) + float(by_hand), rel=1e-5)
     with pytest.raises(ValueError, match="'sum'.*batch, image"):
         RDIMethod(target=0.6, dataset="cifar10", cost="sum")
 

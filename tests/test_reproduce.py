@@ -224,3 +224,17 @@ def test_full_disk_says_so_and_leaves_no_partial_file(tmp_path, monkeypatch):
     with pytest.raises(OutputError, match=f"no space left on {tmp_path}"):
         atomic_save({"x": 1}, tmp_path / "checkpoint.pt")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_compare_latency_is_an_alias_and_records_ratio_beside_macs_fraction(monkeypatch, tmp_path):
+    from reproduce import compare
+
+    row = next(r for r in compare.ROWS if "ResNet-20" in r.label)
+    monkeypatch.setattr(compare, "ROWS", [row])
+    assert cli.main(["compare-latency", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "compare-latency-smoke.json").read_text())
+    cells = {(c["row"], c["column"]): c for c in record["cells"]}
+    for batch in (1, 64):
+        ratio, macs = cells[(row.label, f"cpu batch {batch} ratio")], cells[(row.label, f"cpu batch {batch} MACs fraction")]
+        assert ratio["timing"] and ratio["ours"] > 0 and "CPU threads" in ratio["note"]
+        assert 1.0 < macs["ours"] < 1.05 and not macs["timing"]   # all edges open: backbone + aggregation + routers
