@@ -1,6 +1,7 @@
 """Adanet (ConvNet-AIG): residual networks whose gates decide per image which layers run.
 
-Veit & Belongie, *Convolutional Networks with Adaptive Computation Graphs*, ECCV 2018.
+Veit & Belongie, *Convolutional Networks with Adaptive Computation Graphs*, arXiv:1711.11503 (2017);
+published at ECCV 2018 as *Convolutional Networks with Adaptive Inference Graphs*.
 
 Every residual block of a backbone becomes a `common.dynamic.GatedBlock` whose gate is a `Gate`:
 
