@@ -21,6 +21,10 @@ class WeightsError(RuntimeError):
     """Weights that do not fit the model or cannot be read."""
 
 
+class PretrainedError(WeightsError, ValueError):
+    """`pretrained=` names weights that do not exist or belong to another model (a ValueError, as in timm)."""
+
+
 class HubError(RuntimeError):
     """A push to the Hub that cannot happen (bad repo id, no token, offline); the message says what to do."""
 
@@ -348,7 +352,7 @@ def build_model(cls: type, args: dict, name: str, pretrained: bool | str | Path 
         tag = available[-1] if pretrained is True and available else pretrained
         if tag not in available:
             asked = "pretrained weights" if pretrained is True else f"{tag!r} weights"
-            raise ValueError(f"No {asked} for {name!r}; tags with weights: {', '.join(available) or 'none yet'} "
+            raise PretrainedError(f"No {asked} for {name!r}; tags with weights: {', '.join(available) or 'none yet'} "
                              f"(valid tags: {', '.join(TAGS)}); pass a weights folder or Hub id instead.")
         folder = tagged_folders(tag, cls, args, name, root)[0]
         print(f"{name}: {tag} weights from {folder.relative_to(root.parent) if folder.is_relative_to(root.parent) else folder}")
@@ -359,7 +363,7 @@ def build_model(cls: type, args: dict, name: str, pretrained: bool | str | Path 
     saved = saved_config(folder, cls)
     mismatched = _differences(saved, args)
     if mismatched:
-        raise ValueError(f"The weights in {source} are not {name} with these arguments: {', '.join(mismatched)}.")
+        raise PretrainedError(f"The weights in {source} are not {name} with these arguments: {', '.join(mismatched)}.")
     config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
     config = {k: v for k, v in config.items() if k != "in_chans"}
     model = _construct(cls, {**config, **args, **({"num_classes": num_classes} if num_classes is not None else {})},

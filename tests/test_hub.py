@@ -296,3 +296,14 @@ def test_pretrained_of_another_model_names_the_difference(tmp_path, monkeypatch)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(WeightsError, match="neither a local weights folder nor reachable"):
         adanet.create_model("adanet20", pretrained="hf-hub:nobody/nothing-here-" + "x" * 8)
+
+
+def test_reproduce_eval_names_weights_of_another_model_in_one_line(tmp_path, capsys):
+    import adanet
+    from reproduce.cli import main
+
+    adanet.create_model("adanet20").save_pretrained(tmp_path / "a")
+    assert main(["eval", "adanet/adanet110", "--weights", str(tmp_path / "a"), "--no-latency",
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: The weights in ") and "backbone='resnet20_cifar'" in err and err.count("\n") == 1
