@@ -1,6 +1,7 @@
 """Adanet (ConvNet-AIG): residual networks whose gates decide per image which layers run.
 
-Veit & Belongie, *Convolutional Networks with Adaptive Computation Graphs*, ECCV 2018.
+Veit & Belongie, *Convolutional Networks with Adaptive Computation Graphs*, arXiv:1711.11503 (2017);
+published at ECCV 2018 as *Convolutional Networks with Adaptive Inference Graphs*.
 
 Every residual block of a backbone becomes a `common.dynamic.GatedBlock` whose gate is a `Gate`:
 
@@ -183,18 +184,20 @@ def list_models() -> list[str]:
     return sorted([*ADANETS, *BASELINES])
 
 
-def create_model(name: str, pretrained: bool | str = False, **kwargs) -> nn.Module:
-    """An Adanet or a plain baseline by name; `pretrained` a Hub id or local directory of weights."""
+def model_spec(name: str, **kwargs) -> tuple[type[nn.Module], dict]:
+    """The class and constructor arguments `create_model(name, **kwargs)` builds."""
     if name in ADANETS:
         backbone, reduction = ADANETS[name]
-        config = {"backbone": backbone, "reduction": reduction, **kwargs}
-        cls, args = Adanet, config
-    elif name in BASELINES:
-        cls, args = HubBackbone, {"name": BASELINES[name], **kwargs}
-    else:
-        raise ValueError(f"Unknown model {name!r}. Valid choices: {', '.join(list_models())}.")
-    if pretrained is True:
-        raise ValueError(f"No published weights for {name!r} yet: pass pretrained='<hub id or local dir>'.")
-    if pretrained:
-        return cls.from_pretrained(pretrained, **args)
-    return cls(**args)
+        return Adanet, {"backbone": backbone, "reduction": reduction, **kwargs}
+    if name in BASELINES:
+        return HubBackbone, {"name": BASELINES[name], **kwargs}
+    raise ValueError(f"Unknown model {name!r}. Valid choices: {', '.join(list_models())}.")
+
+
+def create_model(name: str, pretrained: bool | str = False, num_classes: int | None = None, in_chans: int = 3,
+                 **kwargs) -> nn.Module:
+    """An Adanet or a plain baseline by name; `pretrained`: True, a tag ("mini"), a weights folder or a Hub id."""
+    from common.hub import build_model
+
+    cls, args = model_spec(name, **kwargs)
+    return build_model(cls, args, name, pretrained, num_classes, in_chans)

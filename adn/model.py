@@ -348,16 +348,21 @@ def list_models() -> list[str]:
     return sorted(MODELS)
 
 
-def create_model(name: str, pretrained: bool | str = False, **kwargs) -> nn.Module:
-    """Build an ADN model, a "-Base" network or an individual backbone by name.
-
-    `pretrained` may be a Hub id or a local folder written by `save_pretrained`.
-    """
+def model_spec(name: str, **kwargs) -> tuple[type[nn.Module], dict]:
+    """The class and constructor arguments `create_model(name, **kwargs)` builds."""
     if name not in MODELS:
         raise ValueError(f"Unknown model {name!r}. Valid choices: {', '.join(list_models())}.")
     cls, defaults = MODELS[name]
-    if pretrained is True:
-        raise ValueError(f"No published weights for {name!r} yet; pass a Hub id or a local folder as `pretrained`.")
-    if pretrained:
-        return cls.from_pretrained(pretrained, **{**defaults, **kwargs})
-    return cls(**{**defaults, **kwargs})
+    return cls, {**defaults, **kwargs}
+
+
+def create_model(name: str, pretrained: bool | str = False, num_classes: int | None = None, in_chans: int = 3,
+                 **kwargs) -> nn.Module:
+    """Build an ADN model, a "-Base" network or an individual backbone by name.
+
+    `pretrained`: True, a tag ("mini"), a weights folder or a Hub id.
+    """
+    from common.hub import build_model
+
+    cls, args = model_spec(name, **kwargs)
+    return build_model(cls, args, name, pretrained, num_classes, in_chans)

@@ -338,13 +338,27 @@ def imagenet_dataset(split: str, data_dir: str | os.PathLike | None = None) -> D
             raise DataError(f"Image folder {folder} is missing; ImageNet folders need train/ and val/.")
         return ImageFolder(str(folder), transform=transform, loader=load_image)
     table, _ = _load_hf_split("imagenet", "train" if train else "validation", local)
-
-    def apply(batch):
-        batch["pixel_values"] = [transform(image.convert("RGB")) for image in batch["image"]]
-        return batch
-
-    table.set_transform(apply)
+    table.set_transform(ImageTransform(transform))
     return table
+
+
+class ImageTransform:
+    """`datasets` batch of PIL images → `pixel_values` tensors and `label`s (a class: workers pickle it)."""
+
+    def __init__(self, transform):
+        self.transform = transform
+        info = DATASETS["imagenet"]
+        self.image_column, self.label_column = info.image_column, info.label_column
+
+    def __call__(self, batch: dict) -> dict:
+        return {"pixel_values": [self.transform(image.convert("RGB")) for image in batch[self.image_column]],
+                "label": batch[self.label_column]}
+
+
+def pixel_values_collate(batch: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Examples `{"pixel_values", "label"}` → `(images [B, C, H, W], labels [B])`, as an image folder yields."""
+    return (torch.stack([example["pixel_values"] for example in batch]),
+            torch.tensor([example["label"] for example in batch], dtype=torch.long))
 
 
 @dataclass
@@ -401,8 +415,12 @@ def build_data(name: str, data_dir: str | os.PathLike | None = None, batch_size:
         if test_limit:
             test = Subset(test, range(min(test_limit, len(test))))
         local = _local_dir(name, data_dir)
-        return DataBundle(name, DataLoader(train, batch_size, shuffle=True, num_workers=num_workers, drop_last=True),
-                          DataLoader(test, eval_batch_size, num_workers=num_workers), info.num_classes,
+        folder = local is not None and (local / "train").is_dir()
+        collate = None if folder else pixel_values_collate  # `datasets` rows are dicts; an image folder's are pairs
+        return DataBundle(name, DataLoader(train, batch_size, shuffle=True, num_workers=num_workers, drop_last=True,
+                                           collate_fn=collate),
+                          DataLoader(test, eval_batch_size, num_workers=num_workers, collate_fn=collate),
+                          info.num_classes,
                           (3, info.image_size, info.image_size), str(local or info.hub_id), "", False, limits)
     train_split, test_split = load_tensors(name, "train", data_dir), load_tensors(name, "test", data_dir)
     train = BatchTensorDataset(train_split.images[:train_limit], train_split.labels[:train_limit])

@@ -21,6 +21,10 @@ class WeightsError(RuntimeError):
     """Weights that do not fit the model or cannot be read."""
 
 
+class PretrainedError(WeightsError, ValueError):
+    """`pretrained=` names weights that do not exist or belong to another model (a ValueError, as in timm)."""
+
+
 class HubError(RuntimeError):
     """A push to the Hub that cannot happen (bad repo id, no token, offline); the message says what to do."""
 
@@ -104,7 +108,7 @@ class HubModel(PyTorchModelHubMixin):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *args, **kwargs):
         """Load from a local folder or a Hub id; a missing folder, file or field is a `WeightsError` naming it."""
-        source = str(pretrained_model_name_or_path)
+        source = pretrained_model_name_or_path = strip_hub_prefix(pretrained_model_name_or_path)
         folder = Path(source).expanduser()
         if folder.is_dir():
             _check_local_weights(folder, cls)
@@ -221,3 +225,181 @@ def upload_run(run_dir: str | Path, staging: str | Path, results: dict, row: str
             raise HubError(f"pushing {repo_id} failed ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
                            f"the weights are in {staging}: upload them with `huggingface-cli upload {repo_id} {staging}`.") from None
     return repo_id
+
+
+# ------------------------------------------------------------------ create_model(name, pretrained=…) of every paper
+
+WEIGHTS_ROOT = Path(__file__).resolve().parent.parent / "weights"  # committed runs, one folder per tag
+TAGS = ("mini", "short", "paper")  # pretrained tags, smallest recipe first; short/paper weights are not published yet
+
+
+def strip_hub_prefix(source: str | Path) -> str:
+    """`hf-hub:ORG/NAME` (timm's spelling) → `ORG/NAME`; anything else unchanged."""
+    source = str(source)
+    return source[len("hf-hub:"):] if source.startswith("hf-hub:") else source
+
+
+def weights_folder(source: str | Path) -> Path:
+    """A local folder of weights, or the folder a Hub id's files are cached in (downloaded when missing)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    source = strip_hub_prefix(source)
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        return folder
+    if folder.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1:
+        raise WeightsError(f"No weights folder {source}: the path does not exist (or is a file), and it is not a "
+                           f"Hub id ORG/NAME.")
+    try:
+        path = Path(hf_hub_download(source, "model.safetensors"))
+    except (OSError, ValueError, EntryNotFoundError) as error:
+        first = str(error).splitlines()[0] if str(error) else ""
+        raise WeightsError(f"{source} is neither a local weights folder nor reachable on the Hub "
+                           f"({type(error).__name__}: {first}).") from None
+    try:
+        hf_hub_download(source, "config.json")
+    except (OSError, ValueError, EntryNotFoundError):
+        pass  # weights without a config: the model is built from create_model's arguments alone
+    return path.parent
+
+
+def _jsonable(value):
+    """Tuples as lists, as config.json stores them."""
+    return json.loads(json.dumps(value))
+
+
+def saved_config(folder: Path, cls: type) -> dict:
+    """The constructor arguments a weights folder was saved with, the class defaults filling the gaps."""
+    import inspect
+
+    _check_local_weights(folder, cls)
+    defaults = {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    config_file = folder / "config.json"
+    return {**_jsonable(defaults), **(json.loads(config_file.read_text()) if config_file.is_file() else {})}
+
+
+def _differences(saved: dict, args: dict) -> list[str]:
+    """`key=saved (asked value)` for every argument (but the head's and input's) the saved model lacks."""
+    return [f"{key}={saved.get(key)!r} (asked {value!r})" for key, value in _jsonable(args).items()
+            if key not in ("num_classes", "in_chans") and saved.get(key) != value]
+
+
+def tagged_folders(tag: str, cls: type, args: dict, name: str, root: Path | None = None) -> list[Path]:
+    """Finished runs committed under `root/tag/` that hold a `cls(**args)`; those whose run.json names `name` first."""
+    found = []
+    for record_file in sorted(Path(root or WEIGHTS_ROOT).joinpath(tag).glob("*/run.json")):
+        folder = record_file.parent
+        try:
+            record = json.loads(record_file.read_text())
+        except (OSError, ValueError):
+            continue  # a half-copied folder is not a pretrained model
+        kind = f"{cls.__module__}.{cls.__qualname__}"
+        if not record.get("finished") or record.get("class") != kind or not (folder / "model.safetensors").is_file():
+            continue
+        if _differences(saved_config(folder, cls), args):
+            continue
+        spec = record.get("content", {}).get("model", {})
+        names_it = spec.get("factory", "").endswith(".create_model") and spec.get("args", [None])[0] == name
+        found.append((not names_it, folder))
+    return [folder for _, folder in sorted(found)]
+
+
+def pretrained_tags(cls: type, args: dict, name: str, root: Path | None = None) -> list[str]:
+    """The tags under which weights of this model exist."""
+    return [tag for tag in TAGS if tagged_folders(tag, cls, args, name, root)]
+
+
+def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """An RGB first-conv weight for `in_chans` channels: summed for 1, else repeated and rescaled (timm's rule)."""
+    if in_chans == 1:
+        return weight.sum(dim=1, keepdim=True)
+    repeats = -(-in_chans // weight.shape[1])
+    return weight.repeat(1, repeats, 1, 1)[:, :in_chans] * (weight.shape[1] / in_chans)
+
+
+def _construct(cls: type, args: dict, in_chans: int) -> nn.Module:
+    """`cls(**args)` with `in_chans` input channels (passed on when `cls` takes it, else the first conv replaced)."""
+    import inspect
+
+    from .backbones import set_in_chans
+
+    if in_chans < 1:
+        raise ValueError(f"in_chans must be a positive number of input channels; got {in_chans}.")
+    if "in_chans" in inspect.signature(cls.__init__).parameters:
+        return cls(**args, in_chans=in_chans)
+    model = cls(**args)
+    if in_chans != 3:
+        set_in_chans(model, in_chans)
+    return model
+
+
+def build_model(cls: type, args: dict, name: str, pretrained: bool | str | Path = False, num_classes: int | None = None,
+                in_chans: int = 3, root: Path | None = None) -> nn.Module:
+    """The shared half of every paper's `create_model`: `cls(**args)`, fresh or with `pretrained` weights.
+
+    `pretrained`: False; True (the weights of the largest tag that has them); a tag of `TAGS`; a
+    weights folder; a Hub id (`ORG/NAME` or `hf-hub:ORG/NAME`). With another `num_classes` than the
+    weights', everything but the classifier head is loaded and the head is freshly initialised.
+    """
+    args = {k: v for k, v in args.items() if k not in ("num_classes", "in_chans")}
+    root = Path(root or WEIGHTS_ROOT)
+    if not pretrained:
+        return _construct(cls, {**args, **({"num_classes": num_classes} if num_classes is not None else {})}, in_chans)
+    if pretrained is True or pretrained in TAGS:
+        available = pretrained_tags(cls, args, name, root)
+        tag = available[-1] if pretrained is True and available else pretrained
+        if tag not in available:
+            asked = "pretrained weights" if pretrained is True else f"{tag!r} weights"
+            raise PretrainedError(f"No {asked} for {name!r}; tags with weights: {', '.join(available) or 'none yet'} "
+                             f"(valid tags: {', '.join(TAGS)}); pass a weights folder or Hub id instead.")
+        folder = tagged_folders(tag, cls, args, name, root)[0]
+        print(f"{name}: {tag} weights from {folder.relative_to(root.parent) if folder.is_relative_to(root.parent) else folder}")
+        source = str(folder)
+    else:
+        source = strip_hub_prefix(pretrained)
+        folder = weights_folder(source)
+    saved = saved_config(folder, cls)
+    mismatched = _differences(saved, args)
+    if mismatched:
+        raise PretrainedError(f"The weights in {source} are not {name} with these arguments: {', '.join(mismatched)}.")
+    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    config = {k: v for k, v in config.items() if k != "in_chans"}
+    model = _construct(cls, {**config, **args, **({"num_classes": num_classes} if num_classes is not None else {})},
+                       in_chans)
+    load_weights(model, folder / "model.safetensors", source)
+    return model
+
+
+def load_weights(model: nn.Module, path: Path, source: str) -> None:
+    """Load a safetensors file strictly, except a classifier head of another size (left fresh) and an RGB
+    first conv for other input channels (adapted); both are said."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise WeightsError(f"Cannot read {path}: {error}. The file is truncated or not safetensors; "
+                           f"download it again.") from None
+    own = model.state_dict()
+    heads = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)
+             and f"{name}.weight" in state and state[f"{name}.weight"].shape[1:] == m.weight.shape[1:]
+             and state[f"{name}.weight"].shape[0] != m.out_features]
+    if len(heads) == 1:  # only the classifier changes size with num_classes
+        head = heads[0]
+        old = state[f"{head}.weight"].shape[0]
+        for key in (f"{head}.weight", f"{head}.bias"):
+            if key in state:
+                state[key] = own[key]
+        print(f"loaded {source} except the classifier head {head} ({old} → {own[head + '.weight'].shape[0]} classes, "
+              f"freshly initialised)")
+    conv = next((name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+    key = f"{conv}.weight"
+    if conv and key in state and state[key].shape[1] != own[key].shape[1] and state[key].shape[0] == own[key].shape[0]:
+        channels = state[key].shape[1]
+        state[key] = adapt_input_conv(state[key], own[key].shape[1])
+        print(f"adapted the first convolution {key} of {source} from {channels} to {own[key].shape[1]} input channels")
+    load_state_strict(model, state, str(path))
+    model.eval()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import statistics
-import time
 from dataclasses import dataclass
 
 import torch
@@ -109,18 +108,17 @@ def _sync(device: torch.device) -> None:
 
 @torch.no_grad()
 def measure_latency(model: nn.Module, inputs: torch.Tensor, warmup: int = 5, repeats: int = 20) -> dict[str, float]:
-    """Median wall-clock of a forward at the batch size of `inputs` (warm-up, device sync, repeats)."""
+    """Median forward time at the batch size of `inputs`: warm-up, then `repeats` timings by
+    `torch.utils.benchmark.Timer` (synchronises CUDA, uses torch's current number of threads)."""
+    from torch.utils.benchmark import Timer
+
     model.eval()
     device = inputs.device
     for _ in range(warmup):
         model(inputs)
     _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model(inputs)
-        _sync(device)
-        times.append(time.perf_counter() - start)
+    timer = Timer("model(inputs)", globals={"model": model, "inputs": inputs}, num_threads=torch.get_num_threads())
+    times = [timer.timeit(1).median for _ in range(repeats)]
     median = statistics.median(times)
     return {"batch_size": inputs.shape[0], "median_ms": 1000 * median,
             "min_ms": 1000 * min(times), "max_ms": 1000 * max(times),

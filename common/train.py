@@ -257,7 +257,8 @@ def evaluate(model: nn.Module, data: DataBundle, method: Method | None = None, a
     # moves the training stream (a resumed or reused run then continues exactly).
     forked = [device.index or 0] if device.type == "cuda" else []
     with torch.no_grad(), torch.random.fork_rng(devices=forked):
-        for images, labels in tqdm(loader, desc="eval", leave=False, disable=not progress):
+        for images, labels in tqdm(loader, desc="eval", leave=False, disable=not progress, mininterval=_BAR_INTERVAL,
+                                   delay=3.0):  # a bar only when evaluating takes more than a few seconds
             images, labels = images.to(device), labels.to(device)
             inputs = data.preprocess(images, train=False)
             if device.type == "cuda":

@@ -4,6 +4,8 @@ See README.md. `create_model(name)` builds the models below; `list_models()` nam
 """
 from __future__ import annotations
 
+from common.hub import build_model
+
 from .model import (DAGStage, DYGraphNet, RandWireNet, adjacency, backbone_state, dag_stages, detection_backbone,
                     executed_nodes, faster_rcnn, random_dag, rewire, set_mode, zero_init_last_bn)
 
@@ -19,23 +21,23 @@ def list_models() -> list[str]:
     return [*(f"dygraph_{b}" for b in BACKBONES), *(f"static_{b}" for b in BACKBONES), *RANDWIRE]
 
 
-def create_model(name: str, pretrained: bool | str = False, **kwargs):
-    """Build a DY-Graph model by name; `pretrained` may be a Hub id or local folder of saved weights."""
+def model_spec(name: str, **kwargs) -> tuple[type, dict]:
+    """The class and constructor arguments `create_model(name, **kwargs)` builds."""
     if name not in list_models():
         raise ValueError(f"Unknown model {name!r}. Valid choices: {', '.join(list_models())}.")
     if name in RANDWIRE:
-        cls, config = RandWireNet, {"graph": RANDWIRE[name], **kwargs}
-    else:
-        wiring, backbone = name.split("_", 1)
-        cls, config = DYGraphNet, {"backbone": backbone, "wiring": "dynamic" if wiring == "dygraph" else "static",
-                                   **kwargs}
-    if pretrained is True:
-        raise ValueError("No published DY-Graph weights exist; pass a Hub id or folder saved by save_pretrained.")
-    if pretrained:
-        return cls.from_pretrained(pretrained, **config)
-    return cls(**config)
+        return RandWireNet, {"graph": RANDWIRE[name], **kwargs}
+    wiring, backbone = name.split("_", 1)
+    return DYGraphNet, {"backbone": backbone, "wiring": "dynamic" if wiring == "dygraph" else "static", **kwargs}
 
 
-__all__ = ["create_model", "list_models", "DAGStage", "DYGraphNet", "RandWireNet", "adjacency", "backbone_state",
+def create_model(name: str, pretrained: bool | str = False, num_classes: int | None = None, in_chans: int = 3,
+                 **kwargs):
+    """Build a DY-Graph model by name; `pretrained`: True, a tag ("mini"), a weights folder or a Hub id."""
+    cls, args = model_spec(name, **kwargs)
+    return build_model(cls, args, name, pretrained, num_classes, in_chans)
+
+
+__all__ = ["create_model", "list_models", "model_spec", "DAGStage", "DYGraphNet", "RandWireNet", "adjacency", "backbone_state",
            "dag_stages", "detection_backbone", "executed_nodes", "faster_rcnn", "random_dag", "rewire", "set_mode",
            "zero_init_last_bn"]

@@ -1,6 +1,7 @@
 """Reproduce the tables and figures of four dynamic-network papers.
 
     python -m reproduce list                                  every target: what it trains and reads
+    python -m reproduce models [PATTERN]                      every model: params, MACs, pretrained tags
     python -m reproduce <paper> <target> [options]            run one table or figure
     python -m reproduce readme <paper> [--results DIR]        regenerate a README's results block
     python -m reproduce eval MODEL --weights DIR_OR_HUB_ID    accuracy, MACs per image, latency of weights
@@ -264,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
         if argv[0] == "campaign":
             from .campaign import main as campaign
             return campaign(argv[1:], Parser)
+        if argv[0] == "models":
+            from .models import main as models
+            return models(argv[1:])
         if argv[0] == "compare" and (len(argv) == 1 or argv[1].startswith("-")):
             argv = ["compare", "methods", *argv[1:]]  # `compare --preset mini`: the methods table
         if argv[0] == "compare-latency":

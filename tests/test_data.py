@@ -205,3 +205,46 @@ def test_one_channel_fashion_mnist_parquet_trains_a_step(tmp_path):
     run = train("grey", ModelSpec(HubBackbone, "resnet20_cifar", num_classes=10, in_chans=1), data,
                 TrainConfig(epochs=1, batch_size=8, milestones=()), Method(), tmp_path / "runs", progress=False)
     assert len(run.history) == 1 and run.evaluation["logits"].shape == (16, 10)
+
+
+def _imagenet_parquet(directory, per_split=4):
+    """A tiny ImageNet in the Hub layout: 64×64 RGB JPEG/PNG images, columns image and label, train and validation."""
+    import io
+
+    import datasets
+    from PIL import Image
+
+    directory.mkdir(parents=True, exist_ok=True)
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(num_classes=1000)})
+    rng = np.random.default_rng(0)
+    for split in ("train", "validation"):
+        images = []
+        for i in range(per_split):
+            buffer = io.BytesIO()
+            Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buffer, "JPEG" if i % 2 else "PNG")
+            images.append({"bytes": buffer.getvalue(), "path": None})
+        labels = [7, 999, 0, 7][:per_split]
+        datasets.Dataset.from_dict({"image": images, "label": labels}, features=features).to_parquet(
+            str(directory / f"{split}-00000-of-00001.parquet"))
+    return directory
+
+
+def test_imagenet_parquet_yields_tensors_and_labels_and_trains_a_step(tmp_path):
+    from common.hub import HubBackbone
+    from common.train import TrainConfig, evaluate, fit
+
+    root = _imagenet_parquet(tmp_path / "imagenet")
+    data = build_data("imagenet", root, batch_size=2, eval_batch_size=4, num_workers=0)
+    images, labels = next(iter(data.test_loader))
+    assert images.shape == (4, 3, 224, 224) and images.dtype == torch.float32
+    assert labels.tolist() == [7, 999, 0, 7] and labels.dtype == torch.int64
+    assert abs(float(images.mean())) < 1.0  # normalised with ImageNet's mean/std, not raw [0, 1]
+    x, y = next(iter(data.train_loader))
+    assert x.shape == (2, 3, 224, 224) and y.shape == (2,)
+    torch.manual_seed(0)
+    model = HubBackbone("resnet18", num_classes=1000)
+    result = fit(model, data, TrainConfig(epochs=1, batch_size=2, milestones=(), precision="fp32"), tmp_path / "run",
+                 progress=False)
+    assert len(result.history) == 1 and np.isfinite(result.history[0]["train_loss"])
+    evaluation = evaluate(result.model, data)
+    assert evaluation["logits"].shape == (4, 1000) and evaluation["labels"].tolist() == [7, 999, 0, 7]

@@ -165,3 +165,145 @@ def test_rdinet_pretrained_honours_name_and_arguments(tmp_path):
         rdinet.create_model("rdinet110", pretrained=str(tmp_path / "r"))
     with pytest.raises(ValueError, match=r"r=1 \(asked 2\)"):
         rdinet.create_model("rdinet32", pretrained=str(tmp_path / "r"), r=2)
+
+
+# ------------------------------------------------------------------ create_model(name, pretrained=…) of every paper
+
+def _commit_mini(root, folder_name, model, factory="adanet.model.create_model", args=("adanet20",), finished=True):
+    """A committed run folder as scripts/collect_runs.py writes it: weights + run.json."""
+    folder = root / "mini" / folder_name
+    model.save_pretrained(folder)
+    kind = type(model)
+    (folder / "run.json").write_text(json.dumps({
+        "key": "0" * 64, "finished": finished, "class": f"{kind.__module__}.{kind.__qualname__}",
+        "content": {"model": {"factory": factory, "args": list(args), "kwargs": {}}}}))
+    return folder
+
+
+@pytest.mark.parametrize("package,name", [("adanet", "adanet20"), ("rdinet", "rdinet20"),
+                                          ("dygraph", "dygraph_resnet20_cifar"), ("adn", "resnet20_cifar_adn"),
+                                          ("adanet", "resnet20")])
+def test_every_paper_loads_a_folder_and_an_hf_hub_prefixed_path(tmp_path, package, name):
+    import importlib
+
+    create_model = importlib.import_module(package).create_model
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10).eval()
+    model.save_pretrained(tmp_path / "w")
+    x = torch.randn(2, 3, 32, 32)
+    for source in (str(tmp_path / "w"), tmp_path / "w", f"hf-hub:{tmp_path / 'w'}"):
+        loaded = create_model(name, pretrained=source)
+        assert not loaded.training
+        torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_hf_hub_id_loads_from_the_offline_cache(tmp_path):
+    import adanet
+
+    torch.manual_seed(0)
+    model = adanet.create_model("adanet20", num_classes=10).eval()
+    model.save_pretrained(tmp_path / "w")
+    snapshot = tmp_path / "hub" / "models--dynnets--adanet20-mini"
+    revision = "1" * 40
+    (snapshot / "snapshots" / revision).mkdir(parents=True)
+    (snapshot / "refs").mkdir()
+    (snapshot / "refs" / "main").write_text(revision)
+    for file in ("model.safetensors", "config.json"):
+        (snapshot / "snapshots" / revision / file).write_bytes((tmp_path / "w" / file).read_bytes())
+    torch.save(model(torch.ones(1, 3, 32, 32)), tmp_path / "expected.pt")
+    script = ("import torch, adanet; m = adanet.create_model('adanet20', pretrained='hf-hub:dynnets/adanet20-mini');"
+              f"torch.testing.assert_close(m(torch.ones(1, 3, 32, 32)), torch.load(r'{tmp_path / 'expected.pt'}'));"
+              "print('loaded', type(m).__name__)")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "loaded Adanet" in out.stdout
+
+
+def test_pretrained_true_and_tags_load_the_committed_weights(tmp_path, monkeypatch, capsys):
+    import adanet
+    import common.hub
+
+    monkeypatch.setattr(common.hub, "WEIGHTS_ROOT", tmp_path / "weights")
+    torch.manual_seed(1)
+    mini = adanet.create_model("adanet20", num_classes=10).eval()
+    _commit_mini(tmp_path / "weights", "adanet20-aaaaaaaaaaaa", mini)
+    _commit_mini(tmp_path / "weights", "adanet20-bbbbbbbbbbbb", adanet.create_model("adanet20"), finished=False)
+    _commit_mini(tmp_path / "weights", "adanet110-cccccccccccc", adanet.create_model("adanet110"), args=("adanet110",))
+    x = torch.randn(2, 3, 32, 32)
+    for pretrained in (True, "mini"):
+        torch.testing.assert_close(adanet.create_model("adanet20", pretrained=pretrained)(x), mini(x))
+    assert "adanet20: mini weights from weights/mini/adanet20-aaaaaaaaaaaa" in capsys.readouterr().out
+    assert common.hub.pretrained_tags(*adanet.model.model_spec("adanet20"), "adanet20") == ["mini"]
+    assert common.hub.pretrained_tags(*adanet.model.model_spec("wide_adanet89"), "wide_adanet89") == []
+    with pytest.raises(ValueError, match=r"^No 'paper' weights for 'adanet20'; tags with weights: mini \(valid tags: "
+                                         r"mini, short, paper\)"):
+        adanet.create_model("adanet20", pretrained="paper")
+    with pytest.raises(ValueError, match=r"^No pretrained weights for 'adanet50'; tags with weights: none yet"):
+        adanet.create_model("adanet50", pretrained=True)
+    with pytest.raises(ValueError, match=r"No 'mini' weights for 'adanet20'; tags with weights: none yet"):
+        adanet.create_model("adanet20", pretrained="mini", reduction=4)  # committed weights are reduction 2
+
+
+def test_another_num_classes_loads_all_but_a_fresh_head(tmp_path, capsys):
+    import adanet
+
+    torch.manual_seed(0)
+    model = adanet.create_model("adanet20", num_classes=10)
+    model.save_pretrained(tmp_path / "w")
+    torch.manual_seed(5)
+    loaded = adanet.create_model("adanet20", pretrained=str(tmp_path / "w"), num_classes=100)
+    assert f"loaded {tmp_path / 'w'} except the classifier head net.fc (10 → 100 classes, freshly initialised)" \
+        in capsys.readouterr().out
+    assert loaded.net.fc.out_features == 100 and loaded._hub_mixin_config["num_classes"] == 100
+    own, saved = loaded.state_dict(), model.state_dict()
+    assert all(torch.equal(own[k], saved[k]) for k in saved if not k.startswith("net.fc."))
+    torch.manual_seed(5)
+    fresh = adanet.create_model("adanet20", num_classes=100)
+    torch.testing.assert_close(loaded.net.fc.weight, fresh.net.fc.weight)  # the head of a fresh model
+    assert loaded(torch.randn(2, 3, 32, 32)).shape == (2, 100)
+    same = adanet.create_model("adanet20", pretrained=str(tmp_path / "w"), num_classes=10)
+    assert "classifier head" not in capsys.readouterr().out
+    assert torch.equal(same.net.fc.weight, model.net.fc.weight)
+
+
+def test_in_chans_builds_and_adapts_the_first_convolution(tmp_path):
+    import adanet
+    import adn
+
+    assert adanet.create_model("adanet20", in_chans=1)(torch.randn(2, 1, 32, 32)).shape == (2, 10)
+    assert adn.create_model("resnet20_cifar", in_chans=4).net.conv1.in_channels == 4
+    model = adanet.create_model("resnet20", num_classes=10)
+    model.save_pretrained(tmp_path / "w")
+    gray = adanet.create_model("resnet20", pretrained=str(tmp_path / "w"), in_chans=1)
+    torch.testing.assert_close(gray.net.conv1.weight, model.net.conv1.weight.sum(dim=1, keepdim=True))
+
+
+def test_pretrained_of_another_model_names_the_difference(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    import adanet
+    import dygraph
+
+    adanet.create_model("adanet20").save_pretrained(tmp_path / "a")
+    with pytest.raises(ValueError, match=r"^The weights in .* are not adanet110 with these arguments: "
+                                         r"backbone='resnet20_cifar' \(asked 'resnet110_cifar'\)\.$"):
+        adanet.create_model("adanet110", pretrained=str(tmp_path / "a"))
+    dygraph.create_model("static_resnet20_cifar").save_pretrained(tmp_path / "d")
+    with pytest.raises(ValueError, match=r"wiring='static' \(asked 'dynamic'\)"):
+        dygraph.create_model("dygraph_resnet20_cifar", pretrained=str(tmp_path / "d"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no network here
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(WeightsError, match="neither a local weights folder nor reachable"):
+        adanet.create_model("adanet20", pretrained="hf-hub:nobody/nothing-here-" + "x" * 8)
+
+
+def test_reproduce_eval_names_weights_of_another_model_in_one_line(tmp_path, capsys):
+    import adanet
+    from reproduce.cli import main
+
+    adanet.create_model("adanet20").save_pretrained(tmp_path / "a")
+    assert main(["eval", "adanet/adanet110", "--weights", str(tmp_path / "a"), "--no-latency",
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: The weights in ") and "backbone='resnet20_cifar'" in err and err.count("\n") == 1
