@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 export MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296
 rm -rf results/seed1/runs
 # fresh smoke runs (the mini runs under results/runs are kept: they are long and resumable)
-grep -l '"target": "[a-z]*-[a-z0-9-]*-smoke"' results/runs/*/run.json 2>/dev/null | xargs -r -n1 dirname | xargs -r rm -rf
+grep -l '"target": "[a-z]*-[a-z0-9-]*-smoke"' results/runs/*/run.json 2>/dev/null | xargs -r -n1 dirname | xargs -r rm -rf || true
 uv run python -m reproduce list | awk '{print $1, $2}' | while read -r paper target; do
     for seed in 0 1; do
         out=results; [ "$seed" = 1 ] && out=results/seed1
