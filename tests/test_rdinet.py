@@ -354,7 +354,7 @@ def test_data_parallel_replicas_refuse_to_run():
 
 
 def test_models_by_name_and_hub_round_trip(tmp_path):
-    assert list_models() == ["rdinet101", "rdinet110", "rdinet32", "rdinet50"]
+    assert list_models() == ["rdinet101", "rdinet110", "rdinet20", "rdinet32", "rdinet50"]
     with pytest.raises(ValueError, match="rdinet110"):
         create_model("rdinet56")
     model = create_model("rdinet32", d=16, r=3, gamma=0.25).eval()
