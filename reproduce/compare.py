@@ -20,10 +20,9 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.utils import benchmark
 
 from common.backbones import create_backbone
-from common.metrics import count_macs
+from common.metrics import count_macs, measure_latency
 from common.reproduction import CIFAR10, Cell, Context, Target
 
 from .comparison import run_methods
@@ -93,15 +92,12 @@ ROWS = [
 
 def time_pair(dynamic: nn.Module, static: nn.Module, inputs: torch.Tensor, rounds: int,
               number: int) -> tuple[float, float]:
-    """Median seconds per forward of (dynamic, static), over alternating rounds of `number` forwards each."""
-    timers = [benchmark.Timer("model(x)", globals={"model": m, "x": inputs}, num_threads=torch.get_num_threads())
-              for m in (dynamic, static)]
-    for timer in timers:
-        timer.timeit(1)  # warm-up
+    """Median seconds per forward of (dynamic, static), over alternating rounds of `number` forwards each
+    (each timed by `common.metrics.measure_latency`, the project's one timer)."""
     times: list[list[float]] = [[], []]
     for _ in range(rounds):
-        for index, timer in enumerate(timers):
-            times[index].append(timer.timeit(number).median)
+        for index, model in enumerate((dynamic, static)):
+            times[index].append(measure_latency(model, inputs, warmup=1, repeats=number)["median_ms"] / 1e3)
     return statistics.median(times[0]), statistics.median(times[1])
 
 

@@ -29,15 +29,20 @@ def test_round_trip_through_local_directory(tmp_path):
     torch.testing.assert_close(loaded(x), model(x))
 
 
-def test_round_trip_through_offline_hub_cache(tmp_path):
-    model, directory = saved_model(tmp_path)
-    snapshot = tmp_path / "hub" / "models--dynnets--resnet20-cifar10"
+def fill_hub_cache(cache: Path, repo_id: str, folder: Path) -> None:
+    """Put a saved model folder into a Hub cache layout, as a download would (for HF_HUB_OFFLINE=1)."""
+    snapshot = cache / f"models--{repo_id.replace('/', '--')}"
     revision = "0" * 40
     (snapshot / "snapshots" / revision).mkdir(parents=True)
     (snapshot / "refs").mkdir()
     (snapshot / "refs" / "main").write_text(revision)
     for name in ("model.safetensors", "config.json"):
-        (snapshot / "snapshots" / revision / name).write_bytes((directory / name).read_bytes())
+        (snapshot / "snapshots" / revision / name).write_bytes((folder / name).read_bytes())
+
+
+def test_round_trip_through_offline_hub_cache(tmp_path):
+    model, directory = saved_model(tmp_path)
+    fill_hub_cache(tmp_path / "hub", "dynnets/resnet20-cifar10", directory)
     torch.save(model(torch.ones(1, 3, 32, 32)), tmp_path / "expected.pt")
     script = (
         "import torch; from common.hub import HubBackbone;"
@@ -203,13 +208,7 @@ def test_hf_hub_id_loads_from_the_offline_cache(tmp_path):
     torch.manual_seed(0)
     model = adanet.create_model("adanet20", num_classes=10).eval()
     model.save_pretrained(tmp_path / "w")
-    snapshot = tmp_path / "hub" / "models--dynnets--adanet20-mini"
-    revision = "1" * 40
-    (snapshot / "snapshots" / revision).mkdir(parents=True)
-    (snapshot / "refs").mkdir()
-    (snapshot / "refs" / "main").write_text(revision)
-    for file in ("model.safetensors", "config.json"):
-        (snapshot / "snapshots" / revision / file).write_bytes((tmp_path / "w" / file).read_bytes())
+    fill_hub_cache(tmp_path / "hub", "dynnets/adanet20-mini", tmp_path / "w")
     torch.save(model(torch.ones(1, 3, 32, 32)), tmp_path / "expected.pt")
     script = ("import torch, adanet; m = adanet.create_model('adanet20', pretrained='hf-hub:dynnets/adanet20-mini');"
               f"torch.testing.assert_close(m(torch.ones(1, 3, 32, 32)), torch.load(r'{tmp_path / 'expected.pt'}'));"
