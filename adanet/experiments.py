@@ -14,7 +14,7 @@ from torch import nn
 from common.data import DataBundle, normalize
 from common.dynamic import decisions as gate_decisions
 from common.dynamic import gated_blocks, macs_profile, probabilities, set_mode
-from common.metrics import ExpectedMacs, count_macs, expected_macs, measure_latency, model_macs
+from common.metrics import ExpectedMacs, alternating_latency, count_macs, expected_macs, model_macs
 from common.train import Method, evaluate
 
 from .model import Adanet
@@ -180,30 +180,24 @@ def latency_benchmark(baseline: nn.Module, adanet: Adanet, rate: float, batch_si
                       device: torch.device, repeats: int, warmup: int, rounds: int = 3) -> dict:
     """Median forward time of the baseline and of the Adanet (skip and masked) with forced decisions.
 
-    The three are timed in alternating rounds (`common.metrics.measure_latency` each time), and the
-    median over rounds is kept, so that a change in the machine's load hits all three alike.
+    The three are timed in alternating rounds by `common.metrics.alternating_latency`.
     """
     baseline, adanet = baseline.to(device).eval(), adanet.to(device).eval()
     layers = len(gated_blocks(adanet))
     results: dict = {"baseline": {}, "skip": {}, "masked": {}}
     for batch in batch_sizes:
         inputs = torch.randn(batch, *adanet.input_size, device=device)
-        pattern = forced_pattern(batch, layers, rate).to(device)
-        runs: dict[str, list[dict[str, float]]] = {name: [] for name in results}
-        for _ in range(rounds):
-            runs["baseline"].append(measure_latency(baseline, inputs, warmup, repeats))
-            force_decisions(adanet, pattern)
-            for mode in ("skip", "masked"):
-                set_mode(adanet, mode)
-                runs[mode].append(measure_latency(adanet, inputs, warmup, repeats))
+        force_decisions(adanet, forced_pattern(batch, layers, rate).to(device))
+        try:
+            timing = alternating_latency(
+                {"baseline": lambda: baseline(inputs), "skip": lambda: adanet(inputs), "masked": lambda: adanet(inputs)},
+                rounds, repeats, warmup, setups={mode: lambda m=mode: set_mode(adanet, m) for mode in ("skip", "masked")},
+                device=device)
+        finally:
             force_decisions(adanet, None)
             set_mode(adanet, "masked")
-        for name, timings in runs.items():
-            medians = sorted(t["median_ms"] for t in timings)
-            results[name][batch] = {**timings[0], "median_ms": medians[len(medians) // 2],
-                                    "min_ms": min(t["min_ms"] for t in timings),
-                                    "round_medians_ms": medians, "rounds": rounds,
-                                    "torch_threads": torch.get_num_threads()}
+        for name, result in timing.items():
+            results[name][batch] = {**result, "batch_size": batch, "device": str(device)}
     return results
 
 

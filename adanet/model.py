@@ -84,25 +84,25 @@ class Gate(nn.Module):
         z = x.mean(dim=(2, 3))                                  # Eq. (4)
         if self.training or not isinstance(self.bn, nn.BatchNorm1d):
             return self.fc2(F.relu(self.bn(self.fc1(z))))      # Eq. (5)
-        weight, bias, _, _ = self._folded()
-        return self.fc2(F.relu(F.linear(z, weight, bias)))      # Eq. (5), BatchNorm folded into W_1
+        weight_t, bias, _, _ = self._folded(z.dtype)
+        return self.fc2(torch.relu(torch.addmm(bias, z, weight_t)))  # Eq. (5), BatchNorm folded into W_1
 
     def margin(self, x: torch.Tensor) -> torch.Tensor:
         """β_execute − β_skip [B] at evaluation, from one folded row: (W_2[0] − W_2[1]) σ(W_1 z) + b."""
-        weight, bias, row, offset = self._folded()
-        hidden = F.relu(F.linear(x.mean(dim=(2, 3)), weight.to(x.dtype), bias.to(x.dtype)))  # Eqs. (4), (5)
-        return torch.addmv(offset.to(x.dtype), hidden, row.to(x.dtype))
+        weight_t, bias, row, offset = self._folded(x.dtype)
+        hidden = torch.relu(torch.addmm(bias, x.mean(dim=(2, 3)), weight_t))  # Eqs. (4), (5)
+        return torch.addmv(offset, hidden, row)
 
-    def _folded(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Eval-time W_1, b_1 with BatchNorm folded in, and W_2's execute − skip row and bias; dropped by
-        train()/eval()/loading/moving."""
-        if self._fused is None:
+    def _folded(self, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, ...]:
+        """Eval-time W_1ᵀ, b_1 with BatchNorm folded in, and W_2's execute − skip row and bias, in `dtype`;
+        dropped by train()/eval()/loading/moving. Four small ops per gate at batch 1 (no per-call casts)."""
+        if self._fused is None or self._fused[0].dtype != dtype:
             weight, bias = self.fc1.weight, self.fc1.bias
             if isinstance(self.bn, nn.BatchNorm1d):
                 scale = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
                 weight, bias = weight * scale[:, None], (bias - self.bn.running_mean) * scale + self.bn.bias
-            row = self.fc2.weight[0] - self.fc2.weight[1]
-            self._fused = tuple(t.detach() for t in (weight, bias, row, self.fc2.bias[0] - self.fc2.bias[1]))
+            row, offset = self.fc2.weight[0] - self.fc2.weight[1], self.fc2.bias[0] - self.fc2.bias[1]
+            self._fused = tuple(t.detach().to(dtype) for t in (weight.t().contiguous(), bias, row, offset))
         return self._fused
 
     def train(self, mode: bool = True) -> "Gate":
@@ -121,7 +121,7 @@ class Gate(nn.Module):
         """(decision [B] in {0, 1}, P(execute) [B]); the decision carries the straight-through gradient."""
         if not (self.training or self.stochastic):  # argmax β: β_execute − β_skip > 0
             margin = self.margin(x).float()
-            return (margin > 0).float(), torch.sigmoid(margin)
+            return margin.gt(0).float(), torch.sigmoid(margin)
         beta = self.logits(x).float()
         prob = torch.sigmoid(beta[:, 0] - beta[:, 1])           # softmax(β)[execute]
         noisy = beta + gumbel_like(beta)                          # log α + G, Eq. (6)

@@ -55,7 +55,9 @@ class GatedBlock(nn.Module):
         decision, prob = self.gate(x)
         if self.override is not None:
             decision = self.override(x).to(x.dtype)
-        self.last_decision, self.last_prob = decision, prob
+        # Plain attributes, set past nn.Module.__setattr__'s parameter/buffer bookkeeping (µs at batch 1).
+        object.__setattr__(self, "last_decision", decision)
+        object.__setattr__(self, "last_prob", prob)
         if self.mode == "masked":
             shortcut = parts.shortcut(x)
             v = decision.view(-1, 1, 1, 1).to(x.dtype)
@@ -71,20 +73,29 @@ class GatedBlock(nn.Module):
     def _skip(self, x: torch.Tensor, parts, decision: torch.Tensor) -> torch.Tensor:
         """Eq. (3) computing the branch only on the images whose z = 1: one host read per block."""
         if x.shape[0] == 1:  # batch 1: run the whole block or only its shortcut
-            if bool(decision[0] > 0.5):
-                return parts.post(parts.shortcut(x) + parts.residual(x))
+            if decision.item() > 0.5:
+                return _executed(parts, x)
             return _post_copy(parts, parts.shortcut(x))
         executed = (decision > 0.5).nonzero().squeeze(1)
         count = executed.numel()
         if count == x.shape[0]:
-            return parts.post(parts.shortcut(x) + parts.residual(x))
+            return _executed(parts, x)
         shortcut = parts.shortcut(x)
+        out = _post_copy(parts, shortcut)  # the skipped rows: post(shortcut); never written into x
         if count == 0:
-            return _post_copy(parts, shortcut)
-        branch = parts.residual(x.index_select(0, executed))
-        # shortcut + z·F on the executed rows, one pass; never written into the block's input x.
-        out = shortcut.index_add(0, executed, branch.to(shortcut.dtype))
-        return parts.post(out)
+            return out
+        selected = x.index_select(0, executed)
+        branch = parts.residual(selected)
+        branch += selected if parts.shortcut_module is None else shortcut.index_select(0, executed)
+        # The executed rows: post(shortcut + F), written over the skipped value (one pass over the batch).
+        return out.index_copy_(0, executed, parts.post(branch).to(out.dtype))
+
+
+def _executed(parts, x: torch.Tensor) -> torch.Tensor:
+    """post(shortcut(x) + F(x)), adding into F's fresh output as torchvision's blocks do."""
+    out = parts.residual(x)
+    out += parts.shortcut(x)
+    return parts.post(out)
 
 
 def _post_copy(parts, shortcut: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import statistics
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -106,20 +107,51 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _nothing() -> None:
+    return None
+
+
 @torch.no_grad()
-def measure_latency(model: nn.Module, inputs: torch.Tensor, warmup: int = 5, repeats: int = 20) -> dict[str, float]:
-    """Median forward time at the batch size of `inputs`: warm-up, then `repeats` timings by
-    `torch.utils.benchmark.Timer` (synchronises CUDA, uses torch's current number of threads)."""
+def alternating_latency(variants: Mapping[str, Callable[[], object]], rounds: int = 3, repeats: int = 10,
+                        warmup: int = 1, setups: Mapping[str, Callable[[], None]] | None = None,
+                        device: torch.device | None = None) -> dict[str, dict]:
+    """Milliseconds per call of each variant, timed in alternating rounds (every variant once per round, after
+    its `setups` entry and `warmup` untimed calls), so that a change in the machine's load hits all alike.
+
+    Each call is timed by `torch.utils.benchmark.Timer` (synchronises CUDA, torch's current threads);
+    a variant's `median_ms` is the median over rounds of its round medians, `min_ms`/`max_ms` its
+    fastest/slowest call.
+    """
     from torch.utils.benchmark import Timer
 
+    setups = setups or {}
+    round_medians: dict[str, list[float]] = {name: [] for name in variants}
+    every: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, call in variants.items():
+            setups.get(name, _nothing)()
+            for _ in range(warmup):
+                call()
+            if device is not None:
+                _sync(device)
+            timer = Timer("call()", globals={"call": call}, num_threads=torch.get_num_threads())
+            times = [timer.timeit(1).median for _ in range(repeats)]
+            round_medians[name].append(statistics.median(times))
+            every[name] += times
+    return {name: {"median_ms": 1000 * statistics.median(medians), "min_ms": 1000 * min(every[name]),
+                   "max_ms": 1000 * max(every[name]),
+                   "round_medians_ms": [1000 * m for m in medians], "rounds": rounds, "repeats": repeats,
+                   "torch_threads": torch.get_num_threads()}
+            for name, medians in round_medians.items()}
+
+
+@torch.no_grad()
+def measure_latency(model: nn.Module, inputs: torch.Tensor, warmup: int = 5, repeats: int = 20) -> dict[str, float]:
+    """Median forward time at the batch size of `inputs`: warm-up, then `repeats` timings
+    (one round of `alternating_latency`, the project's one timer)."""
     model.eval()
-    device = inputs.device
-    for _ in range(warmup):
-        model(inputs)
-    _sync(device)
-    timer = Timer("model(inputs)", globals={"model": model, "inputs": inputs}, num_threads=torch.get_num_threads())
-    times = [timer.timeit(1).median for _ in range(repeats)]
-    median = statistics.median(times)
-    return {"batch_size": inputs.shape[0], "median_ms": 1000 * median,
-            "min_ms": 1000 * min(times), "max_ms": 1000 * max(times),
-            "images_per_s": inputs.shape[0] / median, "repeats": repeats, "device": str(device)}
+    timing = alternating_latency({"model": lambda: model(inputs)}, rounds=1, repeats=repeats, warmup=warmup,
+                                 device=inputs.device)["model"]
+    median = timing["median_ms"] / 1000
+    return {"batch_size": inputs.shape[0], "median_ms": timing["median_ms"], "min_ms": timing["min_ms"],
+            "max_ms": timing["max_ms"], "images_per_s": inputs.shape[0] / median, "repeats": repeats, "device": str(inputs.device)}

@@ -105,6 +105,8 @@ def threshold(alpha: torch.Tensor, tau: torch.Tensor, temperature: float) -> tor
     ∂ᾱ/∂τ = −α σ'((α − τ)/T)/T ≠ 0 and α also learns how close it sits to its threshold.
     """
     hard = (alpha >= tau).to(alpha.dtype)
+    if not torch.is_grad_enabled():
+        return alpha * hard  # inference: the same value in two ops
     soft = torch.sigmoid((alpha - tau) / temperature)
     return alpha * (hard + (soft - soft.detach()))
 
@@ -162,6 +164,11 @@ class DAGStage(nn.Module):
         if any(not t for t in self.targets) or any(not s for s in self.sources[1:]):
             raise ValueError("Every node but the output node needs an output edge, every node but the input "
                              "node an input edge.")
+        # M's row entries of each node's output edges: a slice where they are consecutive (no index tensor).
+        self._target_index = [slice(t[0], t[-1] + 1) if t == list(range(t[0], t[-1] + 1)) else t
+                              for t in self.targets]
+        # Complete DAG: node j reads every earlier node, so its inputs are rows 0…j−1 of one bank tensor.
+        self._prefix_sources = all(self.sources[j] == list(range(j)) for j in range(1, self.num_nodes))
         channels = channels or _out_channels(nodes[-1] if nodes else first)
         edges = Router if wiring == "dynamic" else StaticEdges
         self.wiring = wiring
@@ -185,14 +192,18 @@ class DAGStage(nn.Module):
         x0 = self.first(x)
         batch, last = x0.shape[0], self.num_nodes - 1
         buffer = x0.new_zeros(batch, self.num_nodes, self.num_nodes, dtype=torch.float32)  # M, Sec. 3.3
-        buffer[:, 0, self.targets[0]] = self.edge_weights(0, x0).float()  # M[:, i, :] = π^i
+        buffer[:, 0, self._target_index[0]] = self.edge_weights(0, x0).float()  # M[:, i, :] = π^i
         features, alive = [x0], [torch.ones(batch, dtype=torch.bool, device=x0.device)]
+        bank = None
+        if self.mode == "skip" and self._prefix_sources and not torch.is_grad_enabled():
+            bank = x0.new_empty(batch, last, x0[0].numel())  # row i: node i's output, written once
+            bank[:, 0] = x0.reshape(batch, -1)
         out = None
         for j in range(1, self.num_nodes):
             # π^j = M[:, :, j] over the node's edges (all i < j in the complete DAG); a copy, so
             # that later writes into M leave what autograd saved intact.
             sources = self.sources[j]
-            weights = buffer[:, sources, j]
+            weights = buffer[:, :j, j] if bank is not None else buffer[:, sources, j]
             live = (weights > 0).any(dim=1)
             alive.append(live)
             inputs = [features[i] for i in sources]
@@ -202,12 +213,23 @@ class DAGStage(nn.Module):
                     out = aggregated
                     break
                 y = self._masked_node(j, aggregated, live)
-                buffer[:, j, self.targets[j]] = self.edge_weights(j, y).float() * live[:, None]
+                buffer[:, j, self._target_index[j]] = self.edge_weights(j, y).float() * live[:, None]
+            elif bank is not None and bool(live.all() & (weights > 0).any(dim=0).all()):
+                # Every sample keeps node j and every input edge is open for one of them: Eqs. (1)-(2)
+                # as one batched contraction over the bank, then the node (one host read per node).
+                aggregated = torch.bmm(weights.unsqueeze(1).to(bank.dtype), bank[:, :j]).view(x0.shape)
+                if j == last:
+                    out = aggregated
+                    break
+                y = self.nodes[j - 1](aggregated)
+                buffer[:, j, self._target_index[j]] = self.edge_weights(j, y).float()
             else:
                 y = self._skip_node(j, weights, live, inputs, buffer)
                 if j == last:
                     out = y
                     break
+            if bank is not None:
+                bank[:, j] = y.reshape(batch, -1)
             features.append(y)
         self.last_buffer, self.last_alive = buffer, torch.stack(alive, dim=1)
         return out
@@ -240,8 +262,11 @@ class DAGStage(nn.Module):
         y = weighted_sum(sub[:, used], inputs)
         if j < self.num_nodes - 1:
             y = self.nodes[j - 1](y)
-            targets = torch.tensor(self.targets[j], device=buffer.device)
-            buffer[index[:, None], j, targets[None, :]] = self.edge_weights(j, y).float()
+            if full:
+                buffer[:, j, self._target_index[j]] = self.edge_weights(j, y).float()
+            else:
+                targets = torch.tensor(self.targets[j], device=buffer.device)
+                buffer[index[:, None], j, targets[None, :]] = self.edge_weights(j, y).float()
         return y if full else out.index_copy(0, index, y.to(out.dtype))
 
 

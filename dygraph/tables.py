@@ -11,7 +11,7 @@ from dataclasses import replace
 import torch
 
 from common.backbones import input_size
-from common.metrics import count_macs, count_params, measure_latency, model_macs
+from common.metrics import alternating_latency, count_macs, count_params, model_macs
 from common.reproduction import CIFAR10, MINI_DEPTH, MINI_RECIPE, Cell, Context, Target, device_description
 from common.runs import ModelSpec, Run
 from common.train import GroupSpec, Method, TrainConfig
@@ -286,19 +286,16 @@ def run_table3(ctx: Context) -> list[Cell]:
     models = {"MobileNetV2-1.0": _build("mobilenet_v2", None).to(device).eval(),
               "DY-Graph-MBv2-1.0": _build("mobilenet_v2", "dygraph").to(device).eval()}
     set_mode(models["DY-Graph-MBv2-1.0"], "skip")
-    rounds: dict[str, list[dict]] = {row: [] for row in models}
-    for _ in range(LATENCY_ROUNDS):
-        for row, model in models.items():
-            rounds[row].append(measure_latency(model, inputs, repeats=LATENCY_REPEATS[ctx.preset]))
+    timing = alternating_latency({row: (lambda m=model: m(inputs)) for row, model in models.items()},
+                                 LATENCY_ROUNDS, LATENCY_REPEATS[ctx.preset], warmup=5, device=device)
     cells = []
     for row, (top1, latency, spread) in TABLE3.items():
         ours_latency, note = None, ""
         if row in models:
-            best = min(rounds[row], key=lambda r: r["median_ms"])
-            ctx.extra.setdefault("latency", {})[row] = {**best, "device_name": device_description(),
-                                                       "medians_ms": [r["median_ms"] for r in rounds[row]]}
-            ours_latency = best["median_ms"]
-            note = (f"ours: best of {LATENCY_ROUNDS} alternating rounds, each the median of {best['repeats']} "
+            medians = timing[row]["round_medians_ms"]
+            ctx.extra.setdefault("latency", {})[row] = {**timing[row], "device_name": device_description()}
+            ours_latency = min(medians)
+            note = (f"ours: best of {LATENCY_ROUNDS} alternating rounds, each the median of {timing[row]['repeats']} "
                     f"forwards at batch 1 on {device_description()}; paper ± {spread} ms, hardware not named")
         cells += [Cell(row, "Top-1", top1, None, "%", note="ImageNet: not available here"),
                   Cell(row, "Latency", latency, ours_latency, "ms", comparable=False, note=note,

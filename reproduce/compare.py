@@ -14,7 +14,6 @@ with CUDA the same rows run there too.
 """
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 from typing import Callable
 
@@ -22,7 +21,7 @@ import torch
 from torch import nn
 
 from common.backbones import create_backbone
-from common.metrics import count_macs, measure_latency
+from common.metrics import alternating_latency, count_macs
 from common.reproduction import CIFAR10, Cell, Context, Target
 
 from .comparison import run_methods
@@ -92,13 +91,10 @@ ROWS = [
 
 def time_pair(dynamic: nn.Module, static: nn.Module, inputs: torch.Tensor, rounds: int,
               number: int) -> tuple[float, float]:
-    """Median seconds per forward of (dynamic, static), over alternating rounds of `number` forwards each
-    (each timed by `common.metrics.measure_latency`, the project's one timer)."""
-    times: list[list[float]] = [[], []]
-    for _ in range(rounds):
-        for index, model in enumerate((dynamic, static)):
-            times[index].append(measure_latency(model, inputs, warmup=1, repeats=number)["median_ms"] / 1e3)
-    return statistics.median(times[0]), statistics.median(times[1])
+    """Median seconds per forward of (dynamic, static), over alternating rounds of `number` forwards each."""
+    timing = alternating_latency({"dynamic": lambda: dynamic(inputs), "static": lambda: static(inputs)},
+                                 rounds, number, device=inputs.device)
+    return timing["dynamic"]["median_ms"] / 1e3, timing["static"]["median_ms"] / 1e3
 
 
 @torch.no_grad()
@@ -129,12 +125,11 @@ def run_latency(ctx: Context) -> list[Cell]:
         for row in ROWS:
             for result in compare(row, device, rounds, number, ctx.seed):
                 ctx.extra.setdefault("rows", []).append({"row": row.label, "device": device.type, **result})
-                column = f"{device.type} batch {result['batch']}"
-                cells += [Cell(row.label, f"{column} ratio", None, result["ratio"], f"× {row.baseline}",
-                               note=note, timing=True),
-                          Cell(row.label, f"{column} MACs fraction", None, result["macs_fraction"],
-                               f"× {row.baseline}"),
-                          Cell(row.label, f"{column} ms", None, result["ms"], "ms", timing=True)]
+                column, label = f"{device.type} batch {result['batch']}", f"{row.label} vs {row.baseline}"
+                cells += [Cell(label, f"{column} ratio", None, result["ratio"], "× static", note=note, timing=True),
+                          Cell(label, f"{column} MACs fraction", None, result["macs_fraction"], "× static"),
+                          Cell(label, f"{column} ms", None, result["ms"], "ms", timing=True),
+                          Cell(label, f"{column} static ms", None, result["baseline_ms"], "ms", timing=True)]
     return cells
 
 

@@ -28,7 +28,7 @@ from common.dynamic import expected_macs_of, gated_blocks
 from common.dynamic import decisions as gate_decisions
 from common.dynamic import set_mode as set_gate_mode
 from common.hub import HubBackbone, WeightsError
-from common.metrics import count_macs, measure_latency, model_macs
+from common.metrics import alternating_latency, count_macs, model_macs
 
 PACKAGES = ("adanet", "rdinet", "dygraph", "adn")
 LATENCY_BATCHES = (1, 64)
@@ -157,19 +157,17 @@ def measure(model: nn.Module, data: DataBundle, latency: bool = True, rounds: in
     if latency:
         for batch in LATENCY_BATCHES:
             inputs = torch.randn(batch, *size)
-            times: dict[str, list[float]] = {m.mode: [] for m in results}
-            times["backbone"] = []
-            for _ in range(rounds):  # alternating, so that the machine's load hits every variant alike
-                times["backbone"].append(measure_latency(backbone, inputs, 2, repeats)["median_ms"])
-                for mode, result in zip(inference_modes(model), results):
-                    mode.enter()
-                    try:
-                        times[result.mode].append(measure_latency(model, inputs, 2, repeats)["median_ms"])
-                    finally:
-                        mode.leave()
+            modes = {result.mode: mode for mode, result in zip(inference_modes(model), results)}
+            variants = {"backbone": lambda: backbone(inputs), **{name: lambda: model(inputs) for name in modes}}
+            try:
+                timing = alternating_latency(variants, rounds, repeats, warmup=2,
+                                             setups={name: mode.enter for name, mode in modes.items()})
+            finally:
+                for mode in modes.values():
+                    mode.leave()
             for result in results:
-                result.latency_ms[batch] = sorted(times[result.mode])[rounds // 2]
-                result.backbone_latency_ms[batch] = sorted(times["backbone"])[rounds // 2]
+                result.latency_ms[batch] = timing[result.mode]["median_ms"]
+                result.backbone_latency_ms[batch] = timing["backbone"]["median_ms"]
     return results
 
 

@@ -137,6 +137,19 @@ def test_skipping_fully_closed_nodes_changes_no_output_and_really_skips():
     torch.testing.assert_close(stage.last_buffer, masked_buffer, rtol=1e-5, atol=1e-6)
 
 
+def test_inference_contraction_over_the_bank_equals_masked_mode_and_counts_the_same_macs():
+    stage = tiny_stage(nodes=4)
+    x = torch.randn(3, 3, 8, 8)
+    with torch.no_grad():
+        masked, masked_macs = stage(x), count_macs(stage, x)
+        masked_buffer = stage.last_buffer.clone()
+        set_mode(stage, "skip")
+        fast, fast_macs = stage(x), count_macs(stage, x)  # τ = 0: every edge open, one bmm per node
+    torch.testing.assert_close(fast, masked, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(stage.last_buffer, masked_buffer)
+    assert fast_macs == masked_macs
+
+
 def test_removed_images_stay_out_of_a_nodes_batchnorm_statistics():
     stage = tiny_stage(nodes=3).train()
     stage.first.eval()  # x0 per image, so node 1's input does not depend on the rest of the batch

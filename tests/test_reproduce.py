@@ -234,7 +234,11 @@ def test_compare_latency_is_an_alias_and_records_ratio_beside_macs_fraction(monk
     assert cli.main(["compare-latency", "--out", str(tmp_path)]) == 0
     record = json.loads((tmp_path / "compare-latency-smoke.json").read_text())
     cells = {(c["row"], c["column"]): c for c in record["cells"]}
+    label = f"{row.label} vs {row.baseline}"
     for batch in (1, 64):
-        ratio, macs = cells[(row.label, f"cpu batch {batch} ratio")], cells[(row.label, f"cpu batch {batch} MACs fraction")]
+        ratio, macs = cells[(label, f"cpu batch {batch} ratio")], cells[(label, f"cpu batch {batch} MACs fraction")]
+        assert ratio["unit"] == macs["unit"] == "× static"
+        static_ms = cells[(label, f"cpu batch {batch} static ms")]["ours"]
+        assert ratio["ours"] == pytest.approx(cells[(label, f"cpu batch {batch} ms")]["ours"] / static_ms)
         assert ratio["timing"] and ratio["ours"] > 0 and "CPU threads" in ratio["note"]
         assert 1.0 < macs["ours"] < 1.05 and not macs["timing"]   # all edges open: backbone + aggregation + routers
