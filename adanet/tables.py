@@ -126,7 +126,7 @@ def headline(ctx: Context) -> dict[str, Run]:
 
 def _accuracy_note(ctx: Context) -> str:
     return {"smoke": "smoke: trained 1 epoch on 32 images, tested on 64 — not comparable",
-            "mini": "mini: ResNet-20 depth, the shared 15-epoch CPU recipe (the paper: depth 110, 350 epochs)",
+            "mini": f"mini: ResNet-20 depth, the shared {MINI_RECIPE.epochs}-epoch CPU recipe (the paper: depth 110, 350 epochs)",
             "short": "short: full CIFAR-10, 30 epochs (the paper: 350)", "paper": ""}[ctx.preset]
 
 

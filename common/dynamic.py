@@ -65,7 +65,7 @@ class GatedBlock(nn.Module):
                 executed = parts.post(shortcut + parts.residual(x))
                 skipped = _post_copy(parts, shortcut).to(executed.dtype)
                 return torch.lerp(skipped, executed, v.to(executed.dtype))  # one fused pass
-            return parts.post(shortcut + v * parts.residual(x))  # Adanet Eq. (3)
+            return parts.post(torch.addcmul(shortcut, v, parts.residual(x)))  # Adanet Eq. (3), one fused pass
         if self.mode != "skip":
             raise ValueError(f"Unknown gating mode {self.mode!r}; valid: {', '.join(MODES)}.")
         return self._skip(x, parts, decision)

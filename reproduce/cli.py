@@ -1,5 +1,6 @@
 """Reproduce the tables and figures of four dynamic-network papers.
 
+    python -m reproduce demo                                  every shipped mini model on the packaged sample
     python -m reproduce list                                  every target: what it trains and reads
     python -m reproduce models [PATTERN]                      every model: params, MACs, pretrained tags
     python -m reproduce <paper> <target> [options]            run one table or figure
@@ -265,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
         if argv[0] == "campaign":
             from .campaign import main as campaign
             return campaign(argv[1:], Parser)
+        if argv[0] == "demo":
+            from .demo import main as demo
+            return demo(argv[1:], Parser)
         if argv[0] == "models":
             from .models import main as models
             return models(argv[1:])

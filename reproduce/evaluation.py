@@ -136,7 +136,7 @@ def _counted_macs(model: nn.Module, data: DataBundle, limit: int, progress: bool
 
 
 def measure(model: nn.Module, data: DataBundle, latency: bool = True, rounds: int = 3, repeats: int = 10,
-            progress: bool = True) -> list[Measurement]:
+            progress: bool = True, counted_images: int = COUNTED_IMAGES) -> list[Measurement]:
     """Accuracy, MACs per image and latency vs the static backbone, for each inference mode of `model`."""
     model = model.cpu().eval()
     size = data.input_size
@@ -149,7 +149,7 @@ def measure(model: nn.Module, data: DataBundle, latency: bool = True, rounds: in
             top1, macs = _accuracy_and_macs(model, data, size, progress)
             if macs is None:
                 dynamic = type(model).__name__ == "DYGraphNet"
-                macs = (_counted_macs(model, data, COUNTED_IMAGES, progress) if dynamic
+                macs = (_counted_macs(model, data, counted_images, progress) if dynamic
                         else torch.tensor([float(model_macs(model, size))], dtype=torch.float64))
             results.append(Measurement(mode.label, top1, macs, backbone_macs))
         finally:

@@ -1,0 +1,82 @@
+"""The one-minute demo: every shipped `mini` model measured on the packaged CIFAR-10 test sample.
+
+    python -m reproduce demo [--weights DIR] [--out DIR]
+
+No training and no download: each run folder under weights/mini (Hub layout, committed with the
+repository) is loaded by `reproduce.evaluation.load_model` and measured by `measure`, the code behind
+`python -m reproduce eval`: top-1 on the 1,000-image sample, MACs per image under real skipping, and
+CPU latency at batch 1 and 64 against its static ResNet-20. The static ResNet-20 comes first; the
+rest follow in folder order. Accuracy on the sample is not the test-set number in the results files.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from common.reproduction import WEIGHTS_DIR
+
+from .evaluation import LATENCY_BATCHES, Measurement, load_model, measure
+
+
+def shipped_runs(weights: Path) -> list[Path]:
+    """Run folders with weights under `weights`, the static ResNet first."""
+    folders = sorted(p.parent for p in weights.glob("*/model.safetensors"))
+    return sorted(folders, key=lambda p: not p.name.startswith("resnet"))
+
+
+def _row(folder: Path) -> str:
+    """The row a run was trained for (its run.json), e.g. "Adanet 20"."""
+    record = json.loads((folder / "run.json").read_text())
+    return record.get("requested_by", {}).get("row") or folder.name
+
+
+def table(results: list[tuple[str, Measurement]]) -> str:
+    """One Markdown row per model and inference mode."""
+    lines = ["| model | mode | top-1 on sample (%) | MACs/image (M) | × ResNet-20 MACs | "
+             + " | ".join(f"batch {b} (ms) | × static" for b in LATENCY_BATCHES) + " |",
+             "|---|---|---|---|---|" + "---|---|" * len(LATENCY_BATCHES)]
+    for row, m in results:
+        s = m.summary()
+        latency = " | ".join(f"{m.latency_ms[b]:.2f} | {s['latency_ratio'][b]:.2f}" for b in LATENCY_BATCHES)
+        lines.append(f"| {row} | {m.mode} | {m.top1:.1f} | {s['macs_mean'] / 1e6:.2f} | {s['macs_fraction']:.3f} | "
+                     f"{latency} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_demo(weights: Path, rounds: int = 3, repeats: int = 5) -> list[tuple[str, Measurement]]:
+    """Measure every shipped run on the packaged sample (accuracy, MACs, latency vs the static backbone)."""
+    from common.data import build_data
+
+    folders = shipped_runs(weights)
+    if not folders:
+        raise FileNotFoundError(f"no trained runs under {weights}: train them with scripts/train_mini.sh, "
+                                f"or point --weights at a folder of run folders")
+    data = build_data("cifar10-sample", eval_batch_size=500)
+    results = []
+    for folder in folders:
+        model = load_model("auto", str(folder))
+        for m in measure(model, data, rounds=rounds, repeats=repeats, counted_images=100, progress=False):
+            results.append((_row(folder), m))
+        print(f"measured {_row(folder)} ({folder.name})", flush=True)
+    return results
+
+
+def main(argv: list[str], parser_class) -> int:
+    """`python -m reproduce demo`: print and write the table of every shipped mini model."""
+    from common.train import atomic_write_text
+
+    parser = parser_class(prog="python -m reproduce demo",
+                          description="Measure every shipped mini model on the packaged CIFAR-10 sample.")
+    parser.add_argument("--weights", default=str(WEIGHTS_DIR / "mini"), help="a folder of run folders (default: weights/mini)")
+    parser.add_argument("--out", default="results/demo", help="folder for demo.md and demo.json")
+    args = parser.parse_args(argv)
+    results = run_demo(Path(args.weights))
+    markdown = table(results)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(markdown, out / "demo.md")
+    atomic_write_text(json.dumps([{"row": row, **m.summary()} for row, m in results], indent=2) + "\n",
+                      out / "demo.json")
+    print(markdown)
+    print(f"wrote {out / 'demo.md'} and demo.json")
+    return 0
