@@ -115,6 +115,12 @@ class Target:
     run: Callable[[Context], list[Cell]]
     data: dict[str, str] = field(default_factory=dict)  # preset → the dataset it trains on (none: trains nothing)
 
+    def duration(self, preset: str) -> str:
+        """A rough wall time of this target on `preset`, for `python -m reproduce list`."""
+        if preset not in self.data:
+            return NO_TRAINING_DURATION
+        return (CIFAR10_DURATIONS if self.data[preset] == "cifar10" else DURATIONS)[preset]
+
 
 def slug(text: str) -> str:
     """A file-name-safe version of a row label."""
@@ -123,6 +129,14 @@ def slug(text: str) -> str:
 
 # What each kind of target trains on, per preset (`Target.data`).
 CIFAR10 = {"smoke": "cifar10-sample", "mini": "cifar10", "short": "cifar10", "paper": "cifar10"}
+
+# Rough wall times (`Target.duration`). smoke: the committed smoke results took up to 3 min on 2 CPU
+# cores; mini: 15 epochs of 50,000 images at ≈400–1,000 images/s on 2 cores (README); short and paper:
+# 16–40 and 100–350 epochs on one GPU, hours per model on ImageNet, minutes (short) on CIFAR-10.
+DURATIONS = {"smoke": "≤ 3 min CPU", "mini": "≈10–30 min CPU per row", "short": "GPU hours per row",
+             "paper": "GPU days per row"}
+CIFAR10_DURATIONS = {**DURATIONS, "short": "GPU minutes per row", "paper": "GPU hours per row"}
+NO_TRAINING_DURATION = "seconds–minutes"  # a target, or a preset of one, that trains nothing
 
 
 def push_trained(ctx: Context, json_path: Path, bibtex: str = "", private: bool = False) -> list[str]:

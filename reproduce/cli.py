@@ -1,6 +1,6 @@
 """Reproduce the tables and figures of four dynamic-network papers.
 
-    python -m reproduce list                                  every target: what it trains and reads
+    python -m reproduce list                                  every target: what it reads and how long, per preset
     python -m reproduce models [PATTERN]                      every model: params, MACs, pretrained tags
     python -m reproduce <paper> <target> [options]            run one table or figure
     python -m reproduce readme <paper> [--results DIR]        regenerate a README's results block
@@ -26,7 +26,8 @@ from pathlib import Path
 
 from common.data import DataError, check_local
 from common.hub import HubError, WeightsError, check_hub_repo
-from common.reproduction import PRESETS, Context, Target, push_trained, update_readme, write_results
+from common.reproduction import (NO_TRAINING_DURATION, PRESETS, Context, Target, push_trained, update_readme,
+                                 write_results)
 from common.runs import RunError, TrainingError
 from common.train import OutputError
 
@@ -136,13 +137,25 @@ def _eval(argv: list[str]) -> int:
     return 0
 
 
+def presets_line(target: Target) -> str:
+    """Per preset: the dataset the target trains on and a rough wall time."""
+    if not target.data:
+        return f"trains nothing on any preset: {NO_TRAINING_DURATION}"
+    idle = [preset for preset in PRESETS if preset not in target.data]
+    parts = [f"{', '.join(idle)}: trains nothing, {NO_TRAINING_DURATION}"] if idle else []
+    parts += [f"{preset}: {target.data[preset]}, {target.duration(preset)}" for preset in PRESETS
+              if preset in target.data]
+    return " · ".join(parts)
+
+
 def _list(argv: list[str]) -> int:
     if argv:
         raise UsageError(f"`list` takes no arguments; got {' '.join(argv)}.")
+    print("Per preset: the dataset a target trains on and a rough wall time (per row: each row it trains; a "
+          "finished run is reused).\n")
     for paper, found in all_targets().items():
         for name, target in found.items():
-            reads = ", ".join(f"{preset}: {data}" for preset, data in target.data.items()) or "no data, trains nothing"
-            print(f"{paper:10s} {name:22s} {target.title}  [{reads}]")
+            print(f"{paper:10s} {name:22s} {target.title}\n{'':33s} {presets_line(target)}")
     return 0
 
 
@@ -177,8 +190,9 @@ def _run_parser() -> Parser:
     parser.add_argument("paper", help=f"one of: {', '.join(PAPERS)}")
     parser.add_argument("target", help="a target of that paper (`python -m reproduce list`)")
     parser.add_argument("--preset", default="smoke",
-                        help="smoke: CPU minutes on the packaged sample; short: one GPU, shortened schedule; "
-                             "paper: the paper's recipe")
+                        help="smoke: CPU minutes on the packaged sample; mini: CPU, full CIFAR-10 at ResNet-20 "
+                             "depth; short: one GPU, shortened schedule; paper: the paper's recipe "
+                             "(`python -m reproduce list`: rough times per target)")
     parser.add_argument("--out", default="results", help="folder for the JSON, Markdown, figures and runs")
     parser.add_argument("--data-dir", default=None,
                         help="local dataset folder (parquet in the Hub layout or image folder); not on smoke")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from common.reproduction import Cell, Context, Target, markdown_table, update_readme, write_results
+from common.reproduction import PRESETS, Cell, Context, Target, markdown_table, update_readme, write_results
 from reproduce import cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -23,6 +23,23 @@ def test_list_prints_every_target(capsys):
     for paper, found in cli.all_targets().items():
         for name in found:
             assert f"{paper:10s} {name}" in out
+
+
+def test_list_prints_a_rough_time_for_each_preset(capsys):
+    assert cli.main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+
+    def presets_of(paper, name):
+        return lines[next(i for i, line in enumerate(lines) if line.startswith(f"{paper:10s} {name} ")) + 1]
+
+    table1 = presets_of("adanet", "table1")  # trains on every preset
+    assert [part.split(":")[0] for part in table1.strip().split(" · ")] == list(PRESETS)
+    assert ("smoke: cifar10-sample, ≤ 3 min CPU · mini: cifar10, ≈10–30 min CPU per row · "
+            "short: cifar10, GPU minutes per row · paper: cifar10, GPU hours per row") in table1
+    assert presets_of("adanet", "table2").strip() == ("smoke, mini: trains nothing, seconds–minutes · "
+                                                      "short: imagenet, GPU hours per row · "
+                                                      "paper: imagenet, GPU days per row")
+    assert presets_of("adanet", "latency").strip() == "trains nothing on any preset: seconds–minutes"
 
 
 @pytest.mark.parametrize("args,message", [
