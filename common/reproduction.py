@@ -14,7 +14,7 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -61,6 +61,8 @@ class Context:
     push_to_hub: str | None = None
     restart: bool = False
     deadline: float | None = None  # `reproduce campaign --budget-minutes`: no run starts after it
+    compile: bool | None = None    # --compile / --no-compile: every trained row compiles, or none; None: its recipe's
+    tensorboard: bool = False      # --tensorboard: every trained row logs to TensorBoard in its run folder
     command: str = ""
     data_sources: dict[str, str] = field(default_factory=dict)
     figures: list[str] = field(default_factory=list)
@@ -85,7 +87,10 @@ class Context:
 
     def train(self, row: str, spec: ModelSpec, data: DataBundle, config: TrainConfig,
               method: Method | None = None) -> Run:
-        """The row's run through `common.runs.train` (reused when finished), recorded for results and the Hub."""
+        """The row's run through `common.runs.train` (reused when finished), with the context's --compile and
+        --tensorboard applied to `config`; recorded for results and the Hub."""
+        config = replace(config, compile=config.compile if self.compile is None else self.compile,
+                         tensorboard=config.tensorboard or self.tensorboard)
         run = train_run(row, spec, data, config, method or Method(), self.runs_root, seed=self.seed,
                         resume=self.resume, restart=self.restart, requested_by={"target": self.stem},
                         shared=(WEIGHTS_DIR / self.preset,), deadline=self.deadline)

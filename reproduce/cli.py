@@ -202,7 +202,21 @@ def _run_parser() -> Parser:
     parser.add_argument("--push-to-hub", default=None, metavar="REPO",
                         help="upload every trained row's weights + card as REPO-<row> (needs a token)")
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: create private repos")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="torch.compile every trained row (where its step has fixed shapes), or none; default: as "
+                             "each recipe says. Part of the run key: a different choice trains new runs instead "
+                             "of reusing finished ones")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="log every trained row's epochs to TensorBoard in its run folder (not part of the run "
+                             "key); needs the tensorboard package")
     return parser
+
+
+def _tensorboard_installed() -> bool:
+    """Whether accelerate finds a TensorBoard writer (without one it would log nothing, silently)."""
+    from accelerate.utils import is_tensorboard_available
+
+    return is_tensorboard_available()
 
 
 def _check(args: argparse.Namespace, target: Target) -> None:
@@ -217,6 +231,9 @@ def _check(args: argparse.Namespace, target: Target) -> None:
         if reads is None:
             raise UsageError(f"{target.paper} {target.name} reads no dataset on preset {args.preset}: drop --data-dir.")
         check_local(reads, args.data_dir)
+    if args.tensorboard and not _tensorboard_installed():
+        raise UsageError("--tensorboard needs the tensorboard package: `pip install tensorboard` "
+                         "(or `uv run --extra tensorboard ...`), or drop --tensorboard.")
     if args.private and not args.push_to_hub:
         raise UsageError("--private goes with --push-to-hub REPO.")
     if args.push_to_hub:
@@ -246,7 +263,8 @@ def _run(argv: list[str]) -> int:
     _check(args, target)
     out = _out_dir(args.out)
     ctx = Context(args.paper, args.target, args.preset, out, args.data_dir, args.resume, args.seed,
-                  args.push_to_hub, args.restart, command="python -m reproduce " + shlex.join(argv))
+                  args.push_to_hub, args.restart, compile=args.compile, tensorboard=args.tensorboard,
+                  command="python -m reproduce " + shlex.join(argv))
     cells = target.run(ctx)
     from common.train import process_state
 
