@@ -14,7 +14,7 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -61,6 +61,8 @@ class Context:
     push_to_hub: str | None = None
     restart: bool = False
     deadline: float | None = None  # `reproduce campaign --budget-minutes`: no run starts after it
+    compile: bool | None = None    # --compile / --no-compile: every trained row compiles, or none; None: its recipe's
+    tensorboard: bool = False      # --tensorboard: every trained row logs to TensorBoard in its run folder
     command: str = ""
     data_sources: dict[str, str] = field(default_factory=dict)
     figures: list[str] = field(default_factory=list)
@@ -85,7 +87,10 @@ class Context:
 
     def train(self, row: str, spec: ModelSpec, data: DataBundle, config: TrainConfig,
               method: Method | None = None) -> Run:
-        """The row's run through `common.runs.train` (reused when finished), recorded for results and the Hub."""
+        """The row's run through `common.runs.train` (reused when finished), with the context's --compile and
+        --tensorboard applied to `config`; recorded for results and the Hub."""
+        config = replace(config, compile=config.compile if self.compile is None else self.compile,
+                         tensorboard=config.tensorboard or self.tensorboard)
         run = train_run(row, spec, data, config, method or Method(), self.runs_root, seed=self.seed,
                         resume=self.resume, restart=self.restart, requested_by={"target": self.stem},
                         shared=(WEIGHTS_DIR / self.preset,), deadline=self.deadline)
@@ -115,6 +120,12 @@ class Target:
     run: Callable[[Context], list[Cell]]
     data: dict[str, str] = field(default_factory=dict)  # preset → the dataset it trains on (none: trains nothing)
 
+    def duration(self, preset: str) -> str:
+        """A rough wall time of this target on `preset`, for `python -m reproduce list`."""
+        if preset not in self.data:
+            return NO_TRAINING_DURATION
+        return (CIFAR10_DURATIONS if self.data[preset] == "cifar10" else DURATIONS)[preset]
+
 
 def slug(text: str) -> str:
     """A file-name-safe version of a row label."""
@@ -123,6 +134,14 @@ def slug(text: str) -> str:
 
 # What each kind of target trains on, per preset (`Target.data`).
 CIFAR10 = {"smoke": "cifar10-sample", "mini": "cifar10", "short": "cifar10", "paper": "cifar10"}
+
+# Rough wall times (`Target.duration`). smoke: the committed smoke results took up to 3 min on 2 CPU
+# cores; mini: 30 epochs of 50,000 images at ≈400–1,000 images/s on 2 cores (README); short and paper:
+# 16–40 and 100–350 epochs on one GPU, hours per model on ImageNet, minutes (short) on CIFAR-10.
+DURATIONS = {"smoke": "≤ 3 min CPU", "mini": "≈25–60 min CPU per row", "short": "GPU hours per row",
+             "paper": "GPU days per row"}
+CIFAR10_DURATIONS = {**DURATIONS, "short": "GPU minutes per row", "paper": "GPU hours per row"}
+NO_TRAINING_DURATION = "seconds–minutes"  # a target, or a preset of one, that trains nothing
 
 
 def push_trained(ctx: Context, json_path: Path, bibtex: str = "", private: bool = False) -> list[str]:

@@ -1,7 +1,7 @@
 """Reproduce the tables and figures of four dynamic-network papers.
 
     python -m reproduce demo                                  every shipped mini model on the packaged sample
-    python -m reproduce list                                  every target: what it trains and reads
+    python -m reproduce list                                  every target: what it reads and how long, per preset
     python -m reproduce models [PATTERN]                      every model: params, MACs, pretrained tags
     python -m reproduce <paper> <target> [options]            run one table or figure
     python -m reproduce readme <paper> [--results DIR]        regenerate a README's results block
@@ -27,7 +27,8 @@ from pathlib import Path
 
 from common.data import DataError, check_local
 from common.hub import HubError, WeightsError, check_hub_repo
-from common.reproduction import PRESETS, Context, Target, push_trained, update_readme, write_results
+from common.reproduction import (NO_TRAINING_DURATION, PRESETS, Context, Target, push_trained, update_readme,
+                                 write_results)
 from common.runs import RunError, TrainingError
 from common.train import OutputError
 
@@ -137,13 +138,25 @@ def _eval(argv: list[str]) -> int:
     return 0
 
 
+def presets_line(target: Target) -> str:
+    """Per preset: the dataset the target trains on and a rough wall time."""
+    if not target.data:
+        return f"trains nothing on any preset: {NO_TRAINING_DURATION}"
+    idle = [preset for preset in PRESETS if preset not in target.data]
+    parts = [f"{', '.join(idle)}: trains nothing, {NO_TRAINING_DURATION}"] if idle else []
+    parts += [f"{preset}: {target.data[preset]}, {target.duration(preset)}" for preset in PRESETS
+              if preset in target.data]
+    return " · ".join(parts)
+
+
 def _list(argv: list[str]) -> int:
     if argv:
         raise UsageError(f"`list` takes no arguments; got {' '.join(argv)}.")
+    print("Per preset: the dataset a target trains on and a rough wall time (per row: each row it trains; a "
+          "finished run is reused).\n")
     for paper, found in all_targets().items():
         for name, target in found.items():
-            reads = ", ".join(f"{preset}: {data}" for preset, data in target.data.items()) or "no data, trains nothing"
-            print(f"{paper:10s} {name:22s} {target.title}  [{reads}]")
+            print(f"{paper:10s} {name:22s} {target.title}\n{'':33s} {presets_line(target)}")
     return 0
 
 
@@ -178,8 +191,9 @@ def _run_parser() -> Parser:
     parser.add_argument("paper", help=f"one of: {', '.join(PAPERS)}")
     parser.add_argument("target", help="a target of that paper (`python -m reproduce list`)")
     parser.add_argument("--preset", default="smoke",
-                        help="smoke: CPU minutes on the packaged sample; short: one GPU, shortened schedule; "
-                             "paper: the paper's recipe")
+                        help="smoke: CPU minutes on the packaged sample; mini: CPU, full CIFAR-10 at ResNet-20 "
+                             "depth; short: one GPU, shortened schedule; paper: the paper's recipe "
+                             "(`python -m reproduce list`: rough times per target)")
     parser.add_argument("--out", default="results", help="folder for the JSON, Markdown, figures and runs")
     parser.add_argument("--data-dir", default=None,
                         help="local dataset folder (parquet in the Hub layout or image folder); not on smoke")
@@ -189,7 +203,21 @@ def _run_parser() -> Parser:
     parser.add_argument("--push-to-hub", default=None, metavar="REPO",
                         help="upload every trained row's weights + card as REPO-<row> (needs a token)")
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: create private repos")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="torch.compile every trained row (where its step has fixed shapes), or none; default: as "
+                             "each recipe says. Part of the run key: a different choice trains new runs instead "
+                             "of reusing finished ones")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="log every trained row's epochs to TensorBoard in its run folder (not part of the run "
+                             "key); needs the tensorboard package")
     return parser
+
+
+def _tensorboard_installed() -> bool:
+    """Whether accelerate finds a TensorBoard writer (without one it would log nothing, silently)."""
+    from accelerate.utils import is_tensorboard_available
+
+    return is_tensorboard_available()
 
 
 def _check(args: argparse.Namespace, target: Target) -> None:
@@ -204,6 +232,9 @@ def _check(args: argparse.Namespace, target: Target) -> None:
         if reads is None:
             raise UsageError(f"{target.paper} {target.name} reads no dataset on preset {args.preset}: drop --data-dir.")
         check_local(reads, args.data_dir)
+    if args.tensorboard and not _tensorboard_installed():
+        raise UsageError("--tensorboard needs the tensorboard package: `pip install tensorboard` "
+                         "(or `uv run --extra tensorboard ...`), or drop --tensorboard.")
     if args.private and not args.push_to_hub:
         raise UsageError("--private goes with --push-to-hub REPO.")
     if args.push_to_hub:
@@ -233,7 +264,8 @@ def _run(argv: list[str]) -> int:
     _check(args, target)
     out = _out_dir(args.out)
     ctx = Context(args.paper, args.target, args.preset, out, args.data_dir, args.resume, args.seed,
-                  args.push_to_hub, args.restart, command="python -m reproduce " + shlex.join(argv))
+                  args.push_to_hub, args.restart, compile=args.compile, tensorboard=args.tensorboard,
+                  command="python -m reproduce " + shlex.join(argv))
     cells = target.run(ctx)
     from common.train import process_state
 

@@ -29,6 +29,7 @@ from common.dynamic import decisions as gate_decisions
 from common.dynamic import set_mode as set_gate_mode
 from common.hub import HubBackbone, WeightsError
 from common.metrics import alternating_latency, count_macs, model_macs
+from common.train import _BAR_INTERVAL
 
 PACKAGES = ("adanet", "rdinet", "dygraph", "adn")
 LATENCY_BATCHES = (1, 64)
@@ -113,7 +114,8 @@ def _accuracy_and_macs(model: nn.Module, data: DataBundle, size: tuple[int, int,
     """Top-1 over the test set in the current mode, and the gated networks' per-image MACs."""
     correct, seen, taken = 0, 0, []
     gated = bool(gated_blocks(model))
-    for images, labels in tqdm(data.test_loader, desc="accuracy", leave=False, disable=not progress):
+    for images, labels in tqdm(data.test_loader, desc="accuracy", leave=False, disable=not progress,
+                               mininterval=_BAR_INTERVAL, delay=3.0):  # a bar only past a few seconds
         logits = model(data.preprocess(images, train=False))
         correct += int((logits.argmax(1) == labels).sum())
         seen += len(labels)

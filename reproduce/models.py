@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
-import sys
 from dataclasses import dataclass
 
 from torch import nn
 
 from common.backbones import input_size, list_backbones
 from common.hub import TAGS, HubBackbone, build_model, pretrained_tags
+from common.train import _BAR_INTERVAL
 
 # paper → the module holding its list_models() and model_spec()
 SOURCES = {"adanet": "adanet.model", "rdinet": "rdinet", "dygraph": "dygraph", "adn": "adn.model"}
-_BAR_INTERVAL = 1.0 if sys.stderr.isatty() else 30.0  # redraw every second on a terminal, every 30 s into a log
 
 
 @dataclass

@@ -2,7 +2,7 @@
 # The one command a lent GPU machine runs (the device tool's `run`, 10 minutes a call): measure the
 # loop, run the `short` campaign for the rest of the call, and pack results + weights into $OUT.
 #
-#   Here, once:  cp -r ../shared/data/cifar10 .data/cifar10       (git-ignored; name .data in `carry`)
+#   Here, once:  cp -r CIFAR10_DIR .data/cifar10   (a CIFAR-10 folder in the Hub's parquet layout; .data is git-ignored, name it in `carry`)
 #                python3 -m pip download ... -d .whl datasets pyarrow ...   (see the device README)
 #   Each call:   run(command="bash scripts/gpu_campaign.sh 7", carry=[".data", ".whl", "results/runs"])
 #

@@ -1,6 +1,7 @@
 """Write the stratified CIFAR-10 sample that ships in `common/sample/cifar10/` (Hub parquet layout).
 
-Usage: python scripts/make_cifar10_sample.py [--source ../shared/data/cifar10] [--train-per-class 200]
+Usage: python scripts/make_cifar10_sample.py --source CIFAR10_DIR [--train-per-class 200]
+CIFAR10_DIR is a CIFAR-10 folder in the Hub's parquet layout ({train,test}-00000-of-00001.parquet).
 The images keep their original encoded bytes, so the sample decodes exactly like the full set.
 """
 import argparse
@@ -20,11 +21,17 @@ def stratified_rows(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--source", default=str(Path(__file__).resolve().parents[2] / "shared/data/cifar10"))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", required=True, metavar="CIFAR10_DIR",
+                        help="a CIFAR-10 folder in the Hub's parquet layout")
     parser.add_argument("--train-per-class", type=int, default=200)
     parser.add_argument("--test-per-class", type=int, default=100)
     args = parser.parse_args()
+    missing = [f"{split}-00000-of-00001.parquet" for split in ("train", "test")
+               if not (Path(args.source) / f"{split}-00000-of-00001.parquet").is_file()]
+    if missing:
+        parser.error(f"--source {args.source} lacks {', '.join(missing)}: give a CIFAR-10 folder in the Hub's "
+                     f"parquet layout.")
     OUT.mkdir(parents=True, exist_ok=True)
     for split, per_class in (("train", args.train_per_class), ("test", args.test_per_class)):
         table = pq.read_table(Path(args.source) / f"{split}-00000-of-00001.parquet")

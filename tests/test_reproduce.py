@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from common.reproduction import Cell, Context, Target, markdown_table, update_readme, write_results
+from common.reproduction import PRESETS, Cell, Context, Target, markdown_table, update_readme, write_results
 from reproduce import cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -23,6 +23,23 @@ def test_list_prints_every_target(capsys):
     for paper, found in cli.all_targets().items():
         for name in found:
             assert f"{paper:10s} {name}" in out
+
+
+def test_list_prints_a_rough_time_for_each_preset(capsys):
+    assert cli.main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+
+    def presets_of(paper, name):
+        return lines[next(i for i, line in enumerate(lines) if line.startswith(f"{paper:10s} {name} ")) + 1]
+
+    table1 = presets_of("adanet", "table1")  # trains on every preset
+    assert [part.split(":")[0] for part in table1.strip().split(" · ")] == list(PRESETS)
+    assert ("smoke: cifar10-sample, ≤ 3 min CPU · mini: cifar10, ≈10–30 min CPU per row · "
+            "short: cifar10, GPU minutes per row · paper: cifar10, GPU hours per row") in table1
+    assert presets_of("adanet", "table2").strip() == ("smoke, mini: trains nothing, seconds–minutes · "
+                                                      "short: imagenet, GPU hours per row · "
+                                                      "paper: imagenet, GPU days per row")
+    assert presets_of("adanet", "latency").strip() == "trains nothing on any preset: seconds–minutes"
 
 
 @pytest.mark.parametrize("args,message", [
@@ -124,6 +141,76 @@ def test_push_to_hub_saves_card_and_uploads_each_trained_row(tmp_path, monkeypat
     assert "pushed me/fake-resnet-20" in capsys.readouterr().out
 
 
+def _trains_one_row(config):
+    """A target that trains one small ResNet-20 row with `config` on 32 sample images."""
+    def run(ctx):
+        from common.data import build_data
+        from common.hub import HubBackbone
+        from common.runs import ModelSpec
+
+        data = build_data("cifar10-sample", batch_size=32, train_limit=32, test_limit=32)
+        ctx.train("ResNet-20", ModelSpec(HubBackbone, "resnet20_cifar", num_classes=10), data, config)
+        return fake_target(ctx)
+    return run
+
+
+def test_help_lists_compile_and_tensorboard(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--compile, --no-compile" in out and "--tensorboard" in out and "run key" in out
+
+
+def test_compile_and_tensorboard_flags_reach_every_trained_row(tmp_path, monkeypatch):
+    import common.runs
+    from common.train import FitResult, TrainConfig
+
+    seen = []
+
+    def fake_fit(model, data, config, out_dir, **kwargs):  # what fit is handed; no epoch trained
+        seen.append(config)
+        (Path(out_dir) / "metrics.jsonl").write_text("")
+        return FitResult(model, [], {})
+
+    monkeypatch.setattr(common.runs, "fit", fake_fit)
+    monkeypatch.setattr(cli, "_tensorboard_installed", lambda: True)
+    monkeypatch.setitem(cli.PAPERS, "fake", "fake")
+    recipe = TrainConfig(epochs=1, batch_size=32, compile=True)
+    monkeypatch.setattr(cli, "targets", lambda paper: {"t1": Target("fake", "t1", "A fake table",
+                                                                    _trains_one_row(recipe))})
+
+    def run(*flags):
+        assert cli.main(["fake", "t1", "--out", str(tmp_path), *flags]) == 0
+        return json.loads((tmp_path / "fake-t1-smoke.json").read_text())["runs"]["ResNet-20"]
+
+    first = run("--tensorboard", "--no-compile")
+    assert seen[-1].tensorboard is True and seen[-1].compile is False
+    again = run("--no-compile")  # tensorboard is not in the key: the finished run is reused
+    assert again["reused"] and again["key"] == first["key"] and len(seen) == 1
+    recipes = run()  # no flag: the recipe's compile=True, another key
+    assert len(seen) == 2 and seen[-1].compile is True and seen[-1].tensorboard is False
+    assert recipes["key"] != first["key"] and not recipes["reused"]
+
+
+def test_tensorboard_without_the_package_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "_tensorboard_installed", lambda: False)
+    assert cli.main(["baselines", "cifar10-resnet", "--tensorboard", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --tensorboard needs the tensorboard package") and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_tensorboard_run_writes_an_events_file_in_its_run_folder(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    from common.train import TrainConfig
+
+    monkeypatch.setitem(cli.PAPERS, "fake", "fake")
+    monkeypatch.setattr(cli, "targets", lambda paper: {"t1": Target(
+        "fake", "t1", "A fake table", _trains_one_row(TrainConfig(epochs=1, batch_size=32)))})
+    assert cli.main(["fake", "t1", "--out", str(tmp_path), "--tensorboard"]) == 0
+    folder = json.loads((tmp_path / "fake-t1-smoke.json").read_text())["runs"]["ResNet-20"]["folder"]
+    assert list((tmp_path / "runs" / folder).rglob("events.out.tfevents.*"))
+
+
 # ------------------------------------------------------------------ bad invocations: one line, no traceback
 
 def _bad_invocations(tmp_path: Path) -> list[list[str]]:
@@ -162,6 +249,7 @@ def _bad_invocations(tmp_path: Path) -> list[list[str]]:
             [paper, target, "--preset", "short", "--push-to-hub", "me/x", *out],        # no token
             [paper, target, "--private", *out],
             [paper, target, "--resume", "--restart", *out],
+            [paper, target, "--compile=yes", *out],
         ]
     for paper, target in [("baselines", "imagenet-backbones"), ("adanet", "latency"), ("dygraph", "table3"),
                           ("adn", "table4")]:
