@@ -7,8 +7,9 @@
 
 `--models speed` stands for the dynamic models of the README's Speed table and their static ResNets.
 
-One step = each method's own `training_step` (its losses and extra passes), backward and an SGD step,
-on random CIFAR-shaped batches. Variants (model × setting) run in alternating rounds so that a change
+One step = each method's own `training_step` (its losses and extra passes), backward and an SGD step
+at learning rate 0 (all its arithmetic, parameters unchanged: every round times the same graph), on
+random CIFAR-shaped batches. Variants (model × setting) run in alternating rounds so that a change
 in the machine's load hits all alike; each keeps the median of its rounds. Ratios are against the
 first variant, and (column `vs static`) against the static ResNet of the same depth when it is measured. Set `MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296` (the script
 records whether they are set): glibc's allocator otherwise makes one process up to 1.7× slower.
@@ -76,7 +77,9 @@ def step_time(model: nn.Module, method: Method, setting: str, batch: int, steps:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     step_model = torch.compile(model) if "compile" in setting else model
-    optimizer, _ = build_optimizer(model, TrainConfig(lr=0.05, milestones=()), method.param_groups(model), 100)
+    # LR 0: the SGD step does all its arithmetic but leaves the parameters as built, so every timed step
+    # runs the same graph (deep DY-Graphs on random data would otherwise blow up and close their edges).
+    optimizer, _ = build_optimizer(model, TrainConfig(lr=0.0, milestones=()), method.param_groups(model), 100)
     criterion = nn.CrossEntropyLoss()
     images = torch.randn(batch, 3, 32, 32, device=device)
     if channels_last:

@@ -104,9 +104,9 @@ def threshold(alpha: torch.Tensor, tau: torch.Tensor, temperature: float) -> tor
     Forward: α · 1[α ≥ τ] exactly. Backward: the step's derivative is that of σ((α − τ)/T), so
     ∂ᾱ/∂τ = −α σ'((α − τ)/T)/T ≠ 0 and α also learns how close it sits to its threshold.
     """
-    hard = (alpha >= tau).to(alpha.dtype)
     if not torch.is_grad_enabled():
-        return alpha * hard  # inference: the same value in two ops
+        return alpha * (alpha >= tau)  # inference: the same value in two ops
+    hard = (alpha >= tau).to(alpha.dtype)
     soft = torch.sigmoid((alpha - tau) / temperature)
     return alpha * (hard + (soft - soft.detach()))
 
@@ -193,7 +193,8 @@ class DAGStage(nn.Module):
         batch, last = x0.shape[0], self.num_nodes - 1
         buffer = x0.new_zeros(batch, self.num_nodes, self.num_nodes, dtype=torch.float32)  # M, Sec. 3.3
         buffer[:, 0, self._target_index[0]] = self.edge_weights(0, x0).float()  # M[:, i, :] = π^i
-        features, alive = [x0], [torch.ones(batch, dtype=torch.bool, device=x0.device)]
+        everyone = torch.ones(batch, dtype=torch.bool, device=x0.device)
+        features, alive = [x0], [everyone]
         bank = None
         if self.mode == "skip" and self._prefix_sources and not torch.is_grad_enabled():
             bank = x0.new_empty(batch, last, x0[0].numel())  # row i: node i's output, written once
@@ -204,7 +205,8 @@ class DAGStage(nn.Module):
             # that later writes into M leave what autograd saved intact.
             sources = self.sources[j]
             weights = buffer[:, :j, j] if bank is not None else buffer[:, sources, j]
-            live = (weights > 0).any(dim=1)
+            every_edge_open = bank is not None and bool((weights > 0).all())  # the inference fast path: one host read
+            live = everyone if every_edge_open else (weights > 0).any(dim=1)
             alive.append(live)
             inputs = [features[i] for i in sources]
             if self.mode == "masked":
@@ -214,9 +216,9 @@ class DAGStage(nn.Module):
                     break
                 y = self._masked_node(j, aggregated, live)
                 buffer[:, j, self._target_index[j]] = self.edge_weights(j, y).float() * live[:, None]
-            elif bank is not None and bool(live.all() & (weights > 0).any(dim=0).all()):
-                # Every sample keeps node j and every input edge is open for one of them: Eqs. (1)-(2)
-                # as one batched contraction over the bank, then the node (one host read per node).
+            elif every_edge_open:
+                # Every input edge of node j is open for every sample: Eqs. (1)-(2) as one batched
+                # contraction over the bank, then the node.
                 aggregated = torch.bmm(weights.unsqueeze(1).to(bank.dtype), bank[:, :j]).view(x0.shape)
                 if j == last:
                     out = aggregated

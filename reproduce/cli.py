@@ -225,6 +225,9 @@ def _check(args: argparse.Namespace, target: Target) -> None:
     if args.resume and args.restart:
         raise UsageError("--resume and --restart exclude each other: continue the unfinished runs or start them over.")
     reads = target.data.get(args.preset)
+    if args.preset == "mini" and target.data and reads is None:
+        raise UsageError(f"{target.paper} {target.name} has no mini preset (mini trains the CIFAR-10 targets at "
+                         f"ResNet-20 depth): choose --preset {' or '.join(['smoke', *target.data])}.")
     if args.data_dir is not None:
         if args.preset == "smoke":
             raise UsageError("--data-dir is not read by the smoke preset (it trains on the packaged CIFAR-10 sample): "

@@ -34,7 +34,7 @@ def test_list_prints_a_rough_time_for_each_preset(capsys):
 
     table1 = presets_of("adanet", "table1")  # trains on every preset
     assert [part.split(":")[0] for part in table1.strip().split(" · ")] == list(PRESETS)
-    assert ("smoke: cifar10-sample, ≤ 3 min CPU · mini: cifar10, ≈10–30 min CPU per row · "
+    assert ("smoke: cifar10-sample, ≤ 3 min CPU · mini: cifar10, ≈25–60 min CPU per row · "
             "short: cifar10, GPU minutes per row · paper: cifar10, GPU hours per row") in table1
     assert presets_of("adanet", "table2").strip() == ("smoke, mini: trains nothing, seconds–minutes · "
                                                       "short: imagenet, GPU hours per row · "
@@ -312,6 +312,12 @@ def test_full_disk_says_so_and_leaves_no_partial_file(tmp_path, monkeypatch):
     with pytest.raises(OutputError, match=f"no space left on {tmp_path}"):
         atomic_save({"x": 1}, tmp_path / "checkpoint.pt")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_imagenet_target_refuses_the_mini_preset_in_one_line(capsys):
+    assert cli.main(["adanet", "table2", "--preset", "mini"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "no mini preset" in err and "--preset smoke or short or paper" in err
 
 
 def test_compare_latency_is_an_alias_and_records_ratio_beside_macs_fraction(monkeypatch, tmp_path):
