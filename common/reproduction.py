@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -107,8 +108,30 @@ class Context:
         """The preset's data: the packaged CIFAR-10 sample on smoke, else `name` from --data-dir/Hub."""
         dataset = "cifar10-sample" if self.preset == "smoke" and name.startswith("cifar10") else name
         bundle = build_data(dataset, self.data_dir, batch_size=batch_size, **limits)
-        self.data_sources[dataset] = f"{bundle.source} (sha256 {bundle.fingerprint})"
+        self.data_sources[dataset] = f"{public_source(bundle.source)} (sha256 {bundle.fingerprint})"
         return bundle
+
+
+def public_command(prefix: str, argv: list[str]) -> str:
+    """The command as results and model cards show it: a local --data-dir folder becomes DATA_DIR."""
+    shown = list(argv)
+    for index, arg in enumerate(shown):
+        if arg == "--data-dir" and index + 1 < len(shown):
+            shown[index + 1] = "DATA_DIR"
+        elif arg.startswith("--data-dir="):
+            shown[index] = "--data-dir=DATA_DIR"
+    return f"{prefix} {shlex.join(shown)}".strip()
+
+
+def public_source(source: str) -> str:
+    """A data source as results show it: repository-relative, a Hub id, or DATA_DIR for another local folder."""
+    path = Path(source)
+    if not (path.is_absolute() or source.startswith(".")):
+        return source  # a Hub dataset id
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return "DATA_DIR"
 
 
 @dataclass

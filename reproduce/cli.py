@@ -20,15 +20,14 @@ import argparse
 import importlib
 import json
 import os
-import shlex
 import signal
 import sys
 from pathlib import Path
 
 from common.data import DataError, check_local
 from common.hub import HubError, WeightsError, check_hub_repo
-from common.reproduction import (NO_TRAINING_DURATION, PRESETS, Context, Target, push_trained, update_readme,
-                                 write_results)
+from common.reproduction import (NO_TRAINING_DURATION, PRESETS, Context, Target, public_command, public_source,
+                                 push_trained, update_readme, write_results)
 from common.runs import RunError, TrainingError
 from common.train import OutputError
 
@@ -124,8 +123,8 @@ def _eval(argv: list[str]) -> int:
     measurements = measure(model, data, latency=not args.no_latency)
     label = args.model if args.model != "auto" else f"{type(model).__name__} ({Path(args.weights).name})"
     stem = f"eval-{slug(args.model if args.model != 'auto' else Path(args.weights).name)}"
-    ctx = Context("eval", stem, "eval", out, args.data_dir, command="python -m reproduce eval " + shlex.join(argv))
-    ctx.data_sources[data.name] = f"{data.source} (sha256 {data.fingerprint}, test split)"
+    ctx = Context("eval", stem, "eval", out, args.data_dir, command=public_command("python -m reproduce eval", argv))
+    ctx.data_sources[data.name] = f"{public_source(data.source)} (sha256 {data.fingerprint}, test split)"
     title = f"{label} — {args.weights} on {'CIFAR-10 test' if args.data_dir else 'the packaged CIFAR-10 test sample'}"
     table = markdown(measurements, title)
     record = {"model": args.model, "weights": args.weights, "class": f"{type(model).__module__}.{type(model).__name__}",
@@ -269,7 +268,7 @@ def _run(argv: list[str]) -> int:
     out = _out_dir(args.out)
     ctx = Context(args.paper, args.target, args.preset, out, args.data_dir, args.resume, args.seed,
                   args.push_to_hub, args.restart, compile=args.compile, tensorboard=args.tensorboard,
-                  command="python -m reproduce " + shlex.join(argv))
+                  command=public_command("python -m reproduce", argv))
     cells = target.run(ctx)
     from common.train import process_state
 

@@ -314,6 +314,16 @@ def test_full_disk_says_so_and_leaves_no_partial_file(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_results_name_no_local_data_folder():
+    from common.reproduction import REPO_ROOT, public_command, public_source
+
+    assert public_command("python -m reproduce", ["adanet", "table1", "--data-dir", "/home/me/c10", "--preset",
+                                                  "mini"]) == "python -m reproduce adanet table1 --data-dir DATA_DIR --preset mini"
+    assert public_command("python -m reproduce eval", ["x", "--data-dir=../d"]) == "python -m reproduce eval x --data-dir=DATA_DIR"
+    assert public_source(str(REPO_ROOT / "common" / "sample" / "cifar10")) == "common/sample/cifar10"
+    assert public_source("../elsewhere/cifar10") == "DATA_DIR" and public_source("uoft-cs/cifar10") == "uoft-cs/cifar10"
+
+
 def test_an_imagenet_target_refuses_the_mini_preset_in_one_line(capsys):
     assert cli.main(["adanet", "table2", "--preset", "mini"]) == 2
     err = capsys.readouterr().err.strip()
