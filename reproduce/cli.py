@@ -82,8 +82,10 @@ def _readme(argv: list[str]) -> int:
     parser.add_argument("paper")
     parser.add_argument("--results", default="results")
     args = parser.parse_args(argv)
-    if args.paper not in PAPERS:
-        raise UsageError(f"unknown paper {args.paper!r}. Valid choices: {', '.join(PAPERS)}.")
+    if args.paper not in PAPERS or args.paper == "compare":
+        choices = ", ".join(p for p in PAPERS if p != "compare")
+        raise UsageError(f"no README results block for {args.paper!r} (the compare tables are results/compare-*.md). "
+                         f"Valid choices: {choices}.")
     readme = REPO / ("README.md" if args.paper == "baselines" else f"{args.paper}/README.md")
     paths = sorted(Path(args.results).glob(f"{args.paper}-*.json"))
     if not paths:

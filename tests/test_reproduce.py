@@ -255,7 +255,7 @@ def _bad_invocations(tmp_path: Path) -> list[list[str]]:
                           ("adn", "table4")]:
         cases += [[paper, target, "--preset", "short", "--data-dir", str(tmp_path), *out],
                   [paper, target, "--preset", "short", "--push-to-hub", "me/x", *out]]
-    cases += [["list", "adanet"], ["list", "--all"], ["readme"], ["readme", "nopaper"],
+    cases += [["list", "adanet"], ["list", "--all"], ["readme"], ["readme", "nopaper"], ["readme", "compare"],
               ["readme", "adanet", "--results", str(empty_results)],
               ["readme", "adanet", "--results", str(broken_results)], ["readme", "adanet", "extra"],
               ["adanet"], ["adanet", "table1", "extra", *out]]
