@@ -3,8 +3,8 @@
     python scripts/collect_runs.py mini
 
 Each run keeps its Hub layout (config.json, model.safetensors), run.json (the key's content),
-metrics.jsonl and a model card (README.md, once the target's results file exists); checkpoints are
-not copied. Targets reuse these runs by key on any clone.
+metrics.jsonl and a model card (README.md, from the results file of the target that trained it: a run
+ships once that file exists); checkpoints are not copied. Targets reuse these runs by key on any clone.
 """
 from __future__ import annotations
 
@@ -43,7 +43,11 @@ def main(preset: str) -> int:
     for run in sorted((REPO / "results" / "runs").glob("*/run.json")):
         folder = run.parent
         record = json.loads(run.read_text())
-        if not is_finished(folder) or not record["requested_by"].get("target", "").endswith(f"-{preset}"):
+        target_name = record["requested_by"].get("target", "")
+        if not is_finished(folder) or not target_name.endswith(f"-{preset}"):
+            continue
+        if not (REPO / "results" / f"{target_name}.json").exists():  # its card reads them: wait for the target
+            print(f"waiting for results/{target_name}.json before shipping {folder.name}")
             continue
         destination = target / folder.name
         if not (destination / "model.safetensors").exists():
