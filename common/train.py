@@ -448,4 +448,7 @@ def fit(model: nn.Module, data: DataBundle, config: TrainConfig, out_dir: str | 
     method._backward = None
     if config.tensorboard:
         accelerator.end_training()
-    return FitResult(accelerator.unwrap_model(model), history, evaluation)
+    # Without accelerate's mixed-precision forward wrapper: a returned model runs as one loaded from its
+    # safetensors does (otherwise every later forward of a bf16 run is silently autocast, and per-block
+    # MAC counting meets bf16 activations).
+    return FitResult(accelerator.unwrap_model(model, keep_fp32_wrapper=False), history, evaluation)

@@ -52,6 +52,16 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
     assert len((tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()) == 3
 
 
+def test_a_bf16_run_returns_a_model_that_runs_in_fp32_like_a_loaded_one(tmp_path):
+    config = TrainConfig(epochs=1, batch_size=32, lr=0.05, milestones=(), precision="bf16", seed=0)
+    model = fit(tiny_model(), tiny_data(), config, tmp_path, progress=False).model.eval()
+    seen = []
+    model.layer2.register_forward_pre_hook(lambda module, args: seen.append(args[0].dtype))
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 32, 32))
+    assert seen == [torch.float32] and out.dtype == torch.float32  # no autocast wrapper left on forward
+
+
 def test_training_reduces_loss_and_evaluates(tmp_path):
     config = TrainConfig(epochs=3, batch_size=32, lr=0.05, schedule="cosine", warmup_epochs=1, seed=0)
     result = fit(tiny_model(), tiny_data(), config, tmp_path, progress=False)
