@@ -53,8 +53,14 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
 
 
 def test_a_bf16_run_returns_a_model_that_runs_in_fp32_like_a_loaded_one(tmp_path):
+    from accelerate.state import AcceleratorState
+
     config = TrainConfig(epochs=1, batch_size=32, lr=0.05, milestones=(), precision="bf16", seed=0)
-    model = fit(tiny_model(), tiny_data(), config, tmp_path, progress=False).model.eval()
+    AcceleratorState._reset_state()  # one precision per process in accelerate: other tests ran fp32 before
+    try:
+        model = fit(tiny_model(), tiny_data(), config, tmp_path, progress=False).model.eval()
+    finally:
+        AcceleratorState._reset_state()
     seen = []
     model.layer2.register_forward_pre_hook(lambda module, args: seen.append(args[0].dtype))
     with torch.no_grad():
