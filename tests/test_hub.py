@@ -29,6 +29,14 @@ def test_round_trip_through_local_directory(tmp_path):
     torch.testing.assert_close(loaded(x), model(x))
 
 
+def run_offline(script: str, cache: Path) -> str:
+    """Run `python -c script` in a fresh process with the Hub offline over `cache`; its stdout."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)}
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
 def fill_hub_cache(cache: Path, repo_id: str, folder: Path) -> None:
     """Put a saved model folder into a Hub cache layout, as a download would (for HF_HUB_OFFLINE=1)."""
     snapshot = cache / f"models--{repo_id.replace('/', '--')}"
@@ -49,10 +57,7 @@ def test_round_trip_through_offline_hub_cache(tmp_path):
         "m = HubBackbone.from_pretrained('dynnets/resnet20-cifar10');"
         f"torch.testing.assert_close(m(torch.ones(1, 3, 32, 32)), torch.load(r'{tmp_path / 'expected.pt'}'));"
         "print('loaded', type(m).__name__)")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
-    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert "loaded HubBackbone" in out.stdout
+    assert "loaded HubBackbone" in run_offline(script, tmp_path / "hub")
 
 
 @pytest.mark.parametrize("change,message", [("drop", "missing"), ("add", "unexpected"), ("reshape", "mis-shaped")])
@@ -213,10 +218,7 @@ def test_hf_hub_id_loads_from_the_offline_cache(tmp_path):
     script = ("import torch, adanet; m = adanet.create_model('adanet20', pretrained='hf-hub:dynnets/adanet20-mini');"
               f"torch.testing.assert_close(m(torch.ones(1, 3, 32, 32)), torch.load(r'{tmp_path / 'expected.pt'}'));"
               "print('loaded', type(m).__name__)")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
-    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert "loaded Adanet" in out.stdout
+    assert "loaded Adanet" in run_offline(script, tmp_path / "hub")
 
 
 def test_pretrained_true_and_tags_load_the_committed_weights(tmp_path, monkeypatch, capsys):
