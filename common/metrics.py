@@ -107,10 +107,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _nothing() -> None:
-    return None
-
-
 @torch.no_grad()
 def alternating_latency(variants: Mapping[str, Callable[[], object]], rounds: int = 3, repeats: int = 10,
                         warmup: int = 1, setups: Mapping[str, Callable[[], None]] | None = None,
@@ -129,7 +125,8 @@ def alternating_latency(variants: Mapping[str, Callable[[], object]], rounds: in
     every: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(rounds):
         for name, call in variants.items():
-            setups.get(name, _nothing)()
+            if name in setups:
+                setups[name]()
             for _ in range(warmup):
                 call()
             if device is not None:

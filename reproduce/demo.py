@@ -54,10 +54,10 @@ def run_demo(weights: Path, rounds: int = 3, repeats: int = 5) -> list[tuple[str
     data = build_data("cifar10-sample", eval_batch_size=500)
     results = []
     for folder in folders:
-        model = load_model("auto", str(folder))
+        model, row = load_model("auto", str(folder)), _row(folder)
         for m in measure(model, data, rounds=rounds, repeats=repeats, counted_images=100, progress=False):
-            results.append((_row(folder), m))
-        print(f"measured {_row(folder)} ({folder.name})", flush=True)
+            results.append((row, m))
+        print(f"measured {row} ({folder.name})", flush=True)
     return results
 
 
