@@ -29,7 +29,7 @@ from .train import Method, TrainConfig, atomic_write_text
 PRESETS = ("smoke", "mini", "short", "paper")
 # The `mini` preset: ONE recipe for every row of every paper, on the full CIFAR-10 at CIFAR ResNet-20
 # depth, sized for minutes per model on a 2-core CPU (bf16 autocast: measured faster there, README).
-MINI_RECIPE = TrainConfig(epochs=30, batch_size=128, lr=0.1, schedule="cosine", warmup_epochs=1, nesterov=True,
+MINI_RECIPE = TrainConfig(epochs=30, batch_size=64, lr=0.1, schedule="cosine", warmup_epochs=1, nesterov=True,
                           weight_decay=5e-4, milestones=(), precision="bf16", compile=True)
 MINI_DEPTH = 20
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -60,7 +60,8 @@ def _as_rows(x: torch.Tensor) -> tuple[torch.Tensor, callable]:
 
 
 def weighted_sum(weights: torch.Tensor, features: list[torch.Tensor]) -> torch.Tensor:
-    """Σ_i weights[:, i] · features[i] (the aggregation of Eq. 1-2), per sample.
+    """Σ_i weights[:, i] · features[i] (the aggregation of Eq. 1-2), per sample: the path of graphs whose
+    nodes do not read every earlier node (RandWire's); complete DAGs train through a `FeatureBank`.
 
     Each edge is one rank-1 batched matmul (`baddbmm`) accumulated in place, so `FlopCounterMode`
     sees exactly one multiply-add per edge and element, and nothing is stacked (memory stays
@@ -96,6 +97,61 @@ class _WeightedSum(torch.autograd.Function):
         grad_features = [grad.mul(weights[:, i].view(-1, 1, 1, 1).to(grad.dtype)).to(f.dtype)
                          if ctx.needs_input_grad[i + 1] else None for i, f in enumerate(features)]
         return grad_weights, *grad_features
+
+
+class FeatureBank:
+    """A stage's node outputs as rows of one tensor [B, N−1, D], and the gradient rows [B, N−1, D] that
+    later nodes' aggregations accumulate into, so that node j's Eqs. (1)-(2) are one batched matmul over
+    rows 0…j−1 forward and two backward (the training path of a complete DAG).
+
+    Autograd sees the bank through tokens: `write(i, x)` copies x into row i and returns a scalar token;
+    `aggregate(weights, tokens)` takes the tokens of its inputs, so x's backward (row i of the gradient
+    bank) runs only once every node that reads x has added its share. Rows are never rewritten.
+    """
+
+    def __init__(self, first: torch.Tensor, rows: int):
+        self.values = first.new_empty(first.shape[0], rows, first[0].numel())
+        self.grads = torch.zeros_like(self.values) if torch.is_grad_enabled() else None
+        self.unflatten = _as_rows(first)[1]
+
+    def write(self, index: int, feature: torch.Tensor) -> torch.Tensor:
+        """Store node `index`'s output; the token to give `aggregate`."""
+        return _BankWrite.apply(feature, self, index)
+
+    def aggregate(self, weights: torch.Tensor, tokens: list[torch.Tensor]) -> torch.Tensor:
+        """Σ_i weights[:, i] · row i over the first len(tokens) rows, shaped like a node's feature."""
+        return self.unflatten(_BankSum.apply(weights, self, *tokens))
+
+
+class _BankWrite(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, feature: torch.Tensor, bank: FeatureBank, index: int) -> torch.Tensor:
+        bank.values[:, index] = _as_rows(feature)[0].squeeze(1)
+        ctx.bank, ctx.index, ctx.unflatten = bank, index, _as_rows(feature)[1]
+        return feature.new_zeros(())
+
+    @staticmethod
+    def backward(ctx, _token_grad: torch.Tensor):
+        return ctx.unflatten(ctx.bank.grads[:, ctx.index:ctx.index + 1]), None, None
+
+
+class _BankSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, weights: torch.Tensor, bank: FeatureBank, *tokens: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(weights)
+        ctx.bank = bank
+        return torch.bmm(weights.unsqueeze(1).to(bank.values.dtype), bank.values[:, :weights.shape[1]])  # [B, 1, D]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (weights,) = ctx.saved_tensors
+        count, rows = weights.shape[1], ctx.bank.values[:, :weights.shape[1]]
+        grad = grad.to(rows.dtype)
+        grad_weights = None
+        if ctx.needs_input_grad[0]:  # ∂/∂w_i = ⟨g, x_i⟩ per sample
+            grad_weights = torch.bmm(grad, rows.transpose(1, 2)).squeeze(1).to(weights.dtype)
+        ctx.bank.grads[:, :count].baddbmm_(weights.unsqueeze(2).to(rows.dtype), grad)  # ∂/∂x_i += w_i g
+        return grad_weights, None, *(grad.new_zeros(()) for _ in range(count))
 
 
 def threshold(alpha: torch.Tensor, tau: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -199,6 +255,9 @@ class DAGStage(nn.Module):
         if self.mode == "skip" and self._prefix_sources and not torch.is_grad_enabled():
             bank = x0.new_empty(batch, last, x0[0].numel())  # row i: node i's output, written once
             bank[:, 0] = x0.reshape(batch, -1)
+        # Training a complete DAG: the node outputs in a FeatureBank, each node's sum one bmm (its tokens).
+        train_bank = FeatureBank(x0, last) if self.mode == "masked" and self._prefix_sources else None
+        tokens = [train_bank.write(0, x0)] if train_bank is not None else []
         out = None
         for j in range(1, self.num_nodes):
             # π^j = M[:, :, j] over the node's edges (all i < j in the complete DAG); a copy, so
@@ -210,12 +269,15 @@ class DAGStage(nn.Module):
             alive.append(live)
             inputs = [features[i] for i in sources]
             if self.mode == "masked":
-                aggregated = weighted_sum(weights, inputs)
+                aggregated = (train_bank.aggregate(weights, tokens) if train_bank is not None
+                              else weighted_sum(weights, inputs))
                 if j == last:
                     out = aggregated
                     break
                 y = self._masked_node(j, aggregated, live)
                 buffer[:, j, self._target_index[j]] = self.edge_weights(j, y).float() * live[:, None]
+                if train_bank is not None:
+                    tokens.append(train_bank.write(j, y))
             elif every_edge_open:
                 # Every input edge of node j is open for every sample: Eqs. (1)-(2) as one batched
                 # contraction over the bank, then the node.

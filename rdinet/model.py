@@ -92,21 +92,23 @@ class RelationalRouter(nn.Module):
         self.align = nn.Linear(channels, d)            # w⁰_n, Eq. (6)
         self.gcn = nn.Linear(d, d, bias=False)         # w¹_n, Eq. (7)
         self.decide = nn.Linear(d, 2)                  # w²_n, Eq. (8); logit 1 = execute
-        row = relation_matrix(index, r, gamma)[-1]     # current router's row of A
-        self.register_buffer("row", row, persistent=False)
+        # The current router's row of A as Python floats: γ^m for the router m steps back, γ⁰ = 1 last.
+        self.row = relation_matrix(index, r, gamma)[-1].tolist()
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """s_n of Eq. (7) for block input x [B, C, H, W]; written to the shared memory."""
         s_tilde = F.relu(self.align(x.mean(dim=(2, 3))))                       # Eqs. (5), (6)
         batch = x.shape[0]
         stacked = [self.memory.read(self.index - m, batch).to(s_tilde.dtype) for m in range(self.k, 0, -1)]
-        stack = torch.stack([*stacked, s_tilde], dim=1)                         # S_n [B, k+1, d]
-        if self.relation == "fixed":
-            weights = self.row.to(stack.dtype).expand(batch, -1)
+        if self.relation == "fixed":  # (A · S_n)[k, :] = s̃_n + Σ_m γ^m s_{n−m}: k scaled adds, no stack
+            aggregated = s_tilde
+            for weight, feature in zip(self.row, stacked):
+                aggregated = torch.add(aggregated, feature, alpha=weight)
         else:  # "auto": edges = cosine similarity to the current router's aligned feature
+            stack = torch.stack([*stacked, s_tilde], dim=1)                     # S_n [B, k+1, d]
             weights = F.cosine_similarity(stack, s_tilde[:, None], dim=2)
             weights = torch.cat([weights[:, :-1], torch.ones_like(weights[:, -1:])], dim=1)
-        aggregated = torch.einsum("bk,bkd->bd", weights, stack)                 # (A · S_n)[k, :]
+            aggregated = torch.einsum("bk,bkd->bd", weights, stack)             # (A · S_n)[k, :]
         s = F.relu(self.gcn(aggregated))                                        # Eq. (7)
         self.memory.write(self.index, s)
         return s

@@ -7,7 +7,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 data=${1:?usage: train_mini.sh CIFAR10_DIR}
 export MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296
-targets=("baselines cifar10-resnet" "adanet table1" "rdinet fig9" "adn table1" "dygraph table6" "rdinet fig5"
+targets=("baselines cifar10-resnet" "adanet table1" "compare methods" "rdinet fig9" "adn table1" "dygraph table6" "rdinet fig5"
          "adn table3" "rdinet table2" "rdinet table3" "dygraph table1" "adanet fig3" "adanet fig4" "adanet fig6"
          "adanet fig7" "adanet fig8" "adn fig3a" "adn fig3b" "dygraph fig-edges" "rdinet fig7")
 for target in "${targets[@]}"; do

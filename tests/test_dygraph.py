@@ -150,6 +150,28 @@ def test_inference_contraction_over_the_bank_equals_masked_mode_and_counts_the_s
     assert fast_macs == masked_macs
 
 
+@pytest.mark.parametrize("tau", [0.0, 0.5])  # every edge open / about half closed (removed nodes too)
+def test_training_bank_gives_the_outputs_and_gradients_of_the_per_edge_sum(tau):
+    x = torch.randn(6, 3, 8, 8)
+    results = []
+    for prefix in (True, False):  # False: node by node through weighted_sum, as for a RandWire graph
+        stage = tiny_stage(nodes=4, tau_init=tau).train()
+        stage._prefix_sources = prefix
+        inputs = x.clone().requires_grad_()
+        out = stage(inputs)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        grads = {name: p.grad.clone() for name, p in stage.named_parameters() if p.grad is not None}
+        results.append((out.detach(), inputs.grad, grads, stage.last_buffer.detach()))
+    (bank_out, bank_dx, bank_grads, bank_m), (ref_out, ref_dx, ref_grads, ref_m) = results
+    torch.testing.assert_close(bank_out, ref_out)
+    torch.testing.assert_close(bank_m, ref_m)
+    torch.testing.assert_close(bank_dx, ref_dx)
+    assert bank_grads.keys() == ref_grads.keys() and "tau" in bank_grads
+    for name in ref_grads:
+        # atol: a conv bias in front of a BatchNorm has a true gradient of 0 (both give float noise ~1e-5)
+        torch.testing.assert_close(bank_grads[name], ref_grads[name], rtol=1e-4, atol=5e-5, msg=name)
+
+
 def test_removed_images_stay_out_of_a_nodes_batchnorm_statistics():
     stage = tiny_stage(nodes=3).train()
     stage.first.eval()  # x0 per image, so node 1's input does not depend on the rest of the batch
