@@ -102,7 +102,8 @@ class _WeightedSum(torch.autograd.Function):
 class FeatureBank:
     """A stage's node outputs as rows of one tensor [B, N−1, D], and the gradient rows [B, N−1, D] that
     later nodes' aggregations accumulate into, so that node j's Eqs. (1)-(2) are one batched matmul over
-    rows 0…j−1 forward and two backward (the training path of a complete DAG).
+    rows 0…j−1 forward, and backward one more (∂w) and one elementwise pass (∂x): the training path
+    of a complete DAG, about three passes over the rows a node reads.
 
     Autograd sees the bank through tokens: `write(i, x)` copies x into row i and returns a scalar token;
     `aggregate(weights, tokens)` takes the tokens of its inputs, so x's backward (row i of the gradient
@@ -111,8 +112,19 @@ class FeatureBank:
 
     def __init__(self, first: torch.Tensor, rows: int):
         self.values = first.new_empty(first.shape[0], rows, first[0].numel())
-        self.grads = torch.zeros_like(self.values) if torch.is_grad_enabled() else None
+        self.grads: torch.Tensor | None = None  # allocated by the first backward: the output node's, over every row
         self.unflatten = _as_rows(first)[1]
+
+    def add_grads(self, weights: torch.Tensor, grad: torch.Tensor) -> None:
+        """∂/∂x_i += w_i · g for the rows 0…k−1 a node read (k = weights.shape[1]): elementwise, no bmm."""
+        count = weights.shape[1]
+        scaled = weights.unsqueeze(2).to(grad.dtype)  # [B, k, 1] · g [B, 1, D]
+        if self.grads is None:
+            self.grads = torch.empty_like(self.values)
+            self.grads[:, count:].zero_()  # rows no later node read (none when the output node reads all)
+            torch.mul(scaled, grad, out=self.grads[:, :count])
+        else:
+            self.grads[:, :count].addcmul_(scaled, grad)
 
     def write(self, index: int, feature: torch.Tensor) -> torch.Tensor:
         """Store node `index`'s output; the token to give `aggregate`."""
@@ -132,7 +144,10 @@ class _BankWrite(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, _token_grad: torch.Tensor):
-        return ctx.unflatten(ctx.bank.grads[:, ctx.index:ctx.index + 1]), None, None
+        grads = ctx.bank.grads
+        if grads is None:  # no node that reads this one was part of the loss
+            return None, None, None
+        return ctx.unflatten(grads[:, ctx.index:ctx.index + 1]), None, None
 
 
 class _BankSum(torch.autograd.Function):
@@ -150,7 +165,7 @@ class _BankSum(torch.autograd.Function):
         grad_weights = None
         if ctx.needs_input_grad[0]:  # ∂/∂w_i = ⟨g, x_i⟩ per sample
             grad_weights = torch.bmm(grad, rows.transpose(1, 2)).squeeze(1).to(weights.dtype)
-        ctx.bank.grads[:, :count].baddbmm_(weights.unsqueeze(2).to(rows.dtype), grad)  # ∂/∂x_i += w_i g
+        ctx.bank.add_grads(weights, grad)
         return grad_weights, None, *(grad.new_zeros(()) for _ in range(count))
 
 
