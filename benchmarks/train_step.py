@@ -11,7 +11,8 @@ One step = each method's own `training_step` (its losses and extra passes), back
 at learning rate 0 (all its arithmetic, parameters unchanged: every round times the same graph), on
 random CIFAR-shaped batches. Variants (model × setting) run in alternating rounds so that a change
 in the machine's load hits all alike; each keeps the median of its rounds. Ratios are against the
-first variant, and (column `vs static`) against the static ResNet of the same depth when it is measured. Set `MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296` (the script
+first variant, and (column `vs static`) against the static ResNet of the same depth when it is measured:
+the median over rounds of each round's ratio. Set `MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296` (the script
 records whether they are set): glibc's allocator otherwise makes one process up to 1.7× slower.
 """
 from __future__ import annotations
@@ -60,8 +61,9 @@ def build(name: str) -> tuple[nn.Module, Method]:
     raise SystemExit(f"unknown model {name!r}: resnetN, adanetN, rdinetN, dygraphN or adnN")
 
 
-SPEED_MODELS = ["resnet20", "resnet56", "resnet110", "adanet110", "rdinet110", "dygraph20", "dygraph56", "dygraph110",
-                "adn20"]
+# each static ResNet right before the models built on it: a pair runs seconds apart within a round
+SPEED_MODELS = ["resnet20", "dygraph20", "adn20", "resnet56", "dygraph56", "resnet110", "adanet110", "rdinet110",
+                "dygraph110"]
 
 
 def static_of(name: str) -> str:
@@ -134,7 +136,9 @@ def main() -> None:
     for model_name, setting in variants:
         seconds = statistics.median(medians[(model_name, setting)])
         static = medians.get((static_of(model_name), setting))
-        vs_static = seconds / statistics.median(static) if static else None
+        # paired: the model against the static ResNet of the same round, then the median over rounds, so
+        # that a slow round (the machine's load drifts over seconds) slows both sides of its ratio alike
+        vs_static = statistics.median(m / s for m, s in zip(medians[(model_name, setting)], static)) if static else None
         rows.append({"model": model_name, "setting": setting, "ms_per_step": 1e3 * seconds,
                      "images_per_s": args.batch / seconds, "ratio": seconds / first, "vs_static": vs_static,
                      "round_medians_ms": [1e3 * t for t in medians[(model_name, setting)]]})
