@@ -29,7 +29,7 @@ from .train import Method, TrainConfig, atomic_write_text
 PRESETS = ("smoke", "mini", "short", "paper")
 # The `mini` preset: ONE recipe for every row of every paper, on the full CIFAR-10 at CIFAR ResNet-20
 # depth, sized for minutes per model on a 2-core CPU (bf16 autocast: measured faster there, README).
-MINI_RECIPE = TrainConfig(epochs=30, batch_size=64, lr=0.1, schedule="cosine", warmup_epochs=1, nesterov=True,
+MINI_RECIPE = TrainConfig(epochs=60, batch_size=64, lr=0.1, schedule="cosine", warmup_epochs=1, nesterov=True,
                           weight_decay=5e-4, milestones=(), precision="bf16", compile=True)
 MINI_DEPTH = 20
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -159,9 +159,9 @@ def slug(text: str) -> str:
 CIFAR10 = {"smoke": "cifar10-sample", "mini": "cifar10", "short": "cifar10", "paper": "cifar10"}
 
 # Rough wall times (`Target.duration`). smoke: the committed smoke results took up to 3 min on 2 CPU
-# cores; mini: 30 epochs of 50,000 images at ≈400–1,000 images/s on 2 cores (README); short and paper:
+# cores; mini: 60 epochs of 50,000 images at ≈350–1,200 images/s on 2 cores (README); short and paper:
 # 16–40 and 100–350 epochs on one GPU, hours per model on ImageNet, minutes (short) on CIFAR-10.
-DURATIONS = {"smoke": "≤ 3 min CPU", "mini": "≈25–60 min CPU per row", "short": "GPU hours per row",
+DURATIONS = {"smoke": "≤ 3 min CPU", "mini": "≈40 min–2.5 h CPU per row", "short": "GPU hours per row",
              "paper": "GPU days per row"}
 CIFAR10_DURATIONS = {**DURATIONS, "short": "GPU minutes per row", "paper": "GPU hours per row"}
 NO_TRAINING_DURATION = "seconds–minutes"  # a target, or a preset of one, that trains nothing
