@@ -139,7 +139,7 @@ class _BankWrite(torch.autograd.Function):
     @staticmethod
     def forward(ctx, feature: torch.Tensor, bank: FeatureBank, index: int) -> torch.Tensor:
         bank.values[:, index] = _as_rows(feature)[0].squeeze(1)
-        ctx.bank, ctx.index, ctx.unflatten = bank, index, _as_rows(feature)[1]
+        ctx.bank, ctx.index, ctx.unflatten, ctx.dtype = bank, index, _as_rows(feature)[1], feature.dtype
         return feature.new_zeros(())
 
     @staticmethod
@@ -147,7 +147,7 @@ class _BankWrite(torch.autograd.Function):
         grads = ctx.bank.grads
         if grads is None:  # no node that reads this one was part of the loss
             return None, None, None
-        return ctx.unflatten(grads[:, ctx.index:ctx.index + 1]), None, None
+        return ctx.unflatten(grads[:, ctx.index:ctx.index + 1]).to(ctx.dtype), None, None
 
 
 class _BankSum(torch.autograd.Function):
