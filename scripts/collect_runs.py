@@ -2,7 +2,8 @@
 
     python scripts/collect_runs.py mini
 
-Each run keeps its Hub layout (config.json, model.safetensors), run.json (the key's content),
+Only runs that a results file of the preset names are shipped (a run of an earlier recipe is not). Each
+run keeps its Hub layout (config.json, model.safetensors), run.json (the key's content),
 metrics.jsonl and a model card (README.md, from the results file of the target that trained it: a run
 ships once that file exists); checkpoints are not copied. Targets reuse these runs by key on any clone.
 """
@@ -32,13 +33,22 @@ def write_card(destination: Path, record: dict) -> None:
     (destination / "README.md").write_text(card)
 
 
+def referenced_runs(preset: str) -> set[str]:
+    """Run folders that some results/*-<preset>.json names: the runs of the current recipe."""
+    folders = set()
+    for path in (REPO / "results").glob(f"*-{preset}.json"):
+        folders |= {run["folder"] for run in json.loads(path.read_text()).get("runs", {}).values()}
+    return folders
+
+
 def main(preset: str) -> int:
-    """Copy every finished run that a target of the preset asked for into weights/<preset>/."""
+    """Copy every finished run that a results file of the preset names into weights/<preset>/."""
     from common.runs import is_finished
 
     if preset != "mini":
         raise SystemExit(f"only mini runs are committed; got {preset!r} (short/paper weights go to the Hub)")
     target = REPO / "weights" / preset
+    current = referenced_runs(preset)
     copied = 0
     for run in sorted((REPO / "results" / "runs").glob("*/run.json")):
         folder = run.parent
@@ -48,6 +58,8 @@ def main(preset: str) -> int:
             continue
         if not (REPO / "results" / f"{target_name}.json").exists():  # its card reads them: wait for the target
             print(f"waiting for results/{target_name}.json before shipping {folder.name}")
+            continue
+        if folder.name not in current:  # e.g. trained under an earlier recipe: no results file names it
             continue
         destination = target / folder.name
         if not (destination / "model.safetensors").exists():

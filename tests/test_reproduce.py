@@ -34,7 +34,7 @@ def test_list_prints_a_rough_time_for_each_preset(capsys):
 
     table1 = presets_of("adanet", "table1")  # trains on every preset
     assert [part.split(":")[0] for part in table1.strip().split(" · ")] == list(PRESETS)
-    assert ("smoke: cifar10-sample, ≤ 3 min CPU · mini: cifar10, ≈25–60 min CPU per row · "
+    assert ("smoke: cifar10-sample, ≤ 3 min CPU · mini: cifar10, ≈40 min–2.5 h CPU per row · "
             "short: cifar10, GPU minutes per row · paper: cifar10, GPU hours per row") in table1
     assert presets_of("adanet", "table2").strip() == ("smoke: trains nothing, seconds–minutes · "
                                                       "short: imagenet, GPU hours per row · "
