@@ -17,8 +17,10 @@ part alone on inputs of its real shape:
   backward is two more batched matmuls a node (∂w and ∂features, the latter accumulated in place).
 - **ADN ResNet-50 base vs super** (inference): super − the skipped blocks, each timed on its input.
 
-The ratio `floor` = ideal time / static time is a lower bound for any eager implementation built on
-the same kernels: where it exceeds the goal, the goal cannot be met on this machine. Set
+The ratio `floor` = ideal time / static time estimates the best an eager implementation built on the
+same kernels can do: where it clearly exceeds the goal, the goal cannot be met on this machine. It is
+an estimate, not a bound: a part timed alone can cost more than inside the forward (the ADN floor
+has come out above its measured ratio). Set
 `MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296` (recorded in the JSON).
 """
 from __future__ import annotations
