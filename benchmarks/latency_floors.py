@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 from pathlib import Path
 from typing import Callable
@@ -166,7 +167,7 @@ def dygraph_training(depth: int, batch: int, rounds: int, steps: int) -> dict:
         seconds["dynamic"].append(step["dynamic"]())
         seconds["static"].append(step["static"]())
         seconds["aggregation"].append(alternating_latency({"a": aggregation}, 1, steps)["a"]["median_ms"] / 1e3)
-    timing = {name: {"median_ms": 1e3 * sorted(values)[len(values) // 2]} for name, values in seconds.items()}
+    timing = {name: {"median_ms": 1e3 * statistics.median(values)} for name, values in seconds.items()}
     return ratios(timing, lambda ms: ms["static"] + ms["aggregation"], 1.10)
 
 
