@@ -13,8 +13,11 @@ part alone on inputs of its real shape:
   + the 54 gates (Eqs. 4-5). Nothing else: the skipped rows' post-activation is left out.
 - **DY-Graph, all edges open** (inference; and training steps of the CIFAR ResNets): static + Eqs.
   (1)-(2) alone, every node's weighted sum of its predecessors as one batched matmul over a bank that
-  already holds them (no copies), + the routers of Eq. (3) at inference. In training the aggregation's
-  backward is two more batched matmuls a node (∂w and ∂features, the latter accumulated in place).
+  already holds them (no copies), + the routers of Eq. (3). In training the aggregation's backward is
+  two more batched matmuls a node (∂w and ∂features, the latter accumulated in place), and the routers
+  run forward and backward (into their input's gradient).
+- **Adanet 110 and RDI-Net 110 training steps**: static step + every gate forward and backward on its
+  block's real input + the gate's mix alone (see `_gated_training_parts`).
 - **ADN ResNet-50 base vs super** (inference): super − the skipped blocks, each timed on its input.
 
 The ratio `floor` = ideal time / static time estimates the best an eager implementation built on the
@@ -151,24 +154,84 @@ def dygraph_inference(backbone: str, size: int, batch: int, rounds: int, repeats
     return ratios(timing, lambda ms: ms["static"] + ms["aggregation"] + ms["routers"], 1.05)
 
 
-def dygraph_training(depth: int, batch: int, rounds: int, steps: int) -> dict:
-    """DY-Graph-`depth` training step vs the ResNet's (fp32, LR 0): static step + aggregation fwd + bwd."""
-    from benchmarks.train_step import build, step_time
+def _training_floor(name: str, parts: Callable[[nn.Module, nn.Module, int], dict[str, Callable[[], None]]],
+                    batch: int, rounds: int, steps: int, goal: float) -> dict:
+    """Training step of model `name` vs its static ResNet's (fp32, LR 0) and the static step + `parts`, paired:
+    each round's ratios to that round's static step, the median over rounds (the machine's speed drifts)."""
+    from benchmarks.train_step import build, static_of, step_time
 
     torch.manual_seed(0)
-    (dynamic, method), (static, static_method) = build(f"dygraph{depth}"), build(f"resnet{depth}")
-    shapes = _dag_shapes(dynamic, torch.randn(2, 3, 32, 32))
-    aggregation = _aggregation(batch, shapes, backward=True)
-    step = {"dynamic": lambda: step_time(dynamic, method, "fp32", batch, steps),
-            "static": lambda: step_time(static, static_method, "fp32", batch, steps)}
-    # step_time returns its own median over `steps`; alternate the three like alternating_latency does
-    seconds: dict[str, list[float]] = {"dynamic": [], "static": [], "aggregation": []}
+    (dynamic, method), (static, static_method) = build(name), build(static_of(name))
+    extra = parts(dynamic, static, batch)
+    seconds: dict[str, list[float]] = {"dynamic": [], "static": [], **{part: [] for part in extra}}
     for _ in range(rounds):
-        seconds["dynamic"].append(step["dynamic"]())
-        seconds["static"].append(step["static"]())
-        seconds["aggregation"].append(alternating_latency({"a": aggregation}, 1, steps)["a"]["median_ms"] / 1e3)
-    timing = {name: {"median_ms": 1e3 * statistics.median(values)} for name, values in seconds.items()}
-    return ratios(timing, lambda ms: ms["static"] + ms["aggregation"], 1.10)
+        seconds["dynamic"].append(step_time(dynamic, method, "fp32", batch, steps))
+        seconds["static"].append(step_time(static, static_method, "fp32", batch, steps))
+        timing = alternating_latency(extra, 1, steps)
+        for part in extra:
+            seconds[part].append(timing[part]["median_ms"] / 1e3)
+    ideal = [s + sum(seconds[part][i] for part in extra) for i, s in enumerate(seconds["static"])]
+    return {"measured": statistics.median(d / s for d, s in zip(seconds["dynamic"], seconds["static"])),
+            "floor": statistics.median(i / s for i, s in zip(ideal, seconds["static"])), "goal": goal,
+            "ms": {part: 1e3 * statistics.median(values) for part, values in seconds.items()}}
+
+
+def _dygraph_training_parts(dynamic: nn.Module, static: nn.Module, batch: int) -> dict[str, Callable[[], None]]:
+    """Eqs. (1)-(2) forward and backward over every DAG stage, and the routers of Eq. (3) forward and backward."""
+    from dygraph.model import dag_stages
+
+    shapes = _dag_shapes(dynamic, torch.randn(2, 3, 32, 32))
+    routers = [(router, torch.randn(batch, *shape, requires_grad=True))
+               for stage, (_, shape) in zip(dag_stages(dynamic), shapes) for router in stage.routers]
+
+    def all_routers():
+        for _, x in routers:
+            x.grad = None
+        with torch.enable_grad():  # alternating_latency times under no_grad
+            sum(router(x).sum() for router, x in routers).backward()
+
+    return {"aggregation": _aggregation(batch, shapes, backward=True), "routers": all_routers}
+
+
+def _gated_training_parts(dynamic: nn.Module, static: nn.Module, batch: int) -> dict[str, Callable[[], None]]:
+    """The gates' forward and backward on every block's real input, and the gate's mix alone.
+
+    Adanet's Eq. (3), post(shortcut + z·F), costs the static forward's passes; its backward adds ∂F = g·z
+    and ∂z = ⟨g, F⟩ per image. RDI-Net's Eq. (9), v·F_n(x) + (1 − v)·x, adds one lerp to the forward and
+    g·v, g − g·v, ⟨g, F_n(x)⟩ and ⟨g, x⟩ to the backward (x ≥ 0 after the previous block's ReLU: no
+    second ReLU on the skipped path).
+    """
+    from common.dynamic import gated_blocks
+
+    blocks = [block for stage in residual_stages(static.net) for block in stage.blocks()]  # a HubBackbone
+    gated = gated_blocks(dynamic)
+    captured = [x.requires_grad_() for x in captured_inputs(static, blocks, torch.randn(batch, 3, 32, 32))]
+    with torch.no_grad():
+        outputs = [block(x) for block, x in zip(blocks, captured)]
+    output_mix = gated[0].mix == "output"
+    v = torch.rand(batch, 1, 1, 1)
+
+    def gates():
+        memory = getattr(dynamic, "memory", None)
+        if memory is not None:  # RDI-Net's routers read the features of the routers before them
+            memory.clear()
+        for x in captured:
+            x.grad = None
+        with torch.enable_grad():  # alternating_latency times under no_grad
+            torch.stack([block.gate(x)[0] for block, x in zip(gated, captured)], dim=1).sum().backward()
+
+    def mix():
+        for x, out in zip(captured, outputs):
+            grad = out  # the incoming gradient has the output's shape
+            rows = grad.view(batch, 1, -1)
+            torch.bmm(rows, out.view(batch, -1, 1))                 # ⟨g, F⟩ per image
+            through_gate = grad * v                                 # ∂F = g·v
+            if output_mix and x.shape == out.shape:
+                torch.lerp(x.detach(), out, v)                      # Eq. (9) forward
+                torch.bmm(rows, x.detach().view(batch, -1, 1))      # ⟨g, x⟩
+                grad - through_gate                                 # ∂x through the skipped path
+
+    return {"gates": gates, "mix": mix}
 
 
 @torch.no_grad()
@@ -202,6 +265,10 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="JSON file for the measurements")
     args = parser.parse_args()
     r, n = args.rounds, args.repeats
+
+    def training(parts, name: str, goal: float) -> dict:
+        return _training_floor(name, parts, 128, r, args.steps, goal)
+
     rows: dict[str, Callable[[], dict]] = {
         "Adanet 110, 32/54 forced, inference batch 1": lambda: adanet(1, r, n),
         "Adanet 110, 32/54 forced, inference batch 64": lambda: adanet(64, r, n),
@@ -210,9 +277,11 @@ def main() -> None:
         "DY-Graph ResNet-50, inference batch 1": lambda: dygraph_inference("resnet50", 224, 1, r, n),
         "DY-Graph ResNet-50, inference batch 8": lambda: dygraph_inference("resnet50", 224, 8, r, max(2, n // 3)),
         "DY-Graph MobileNetV2, inference batch 1": lambda: dygraph_inference("mobilenet_v2", 224, 1, r, n),
-        "DY-Graph ResNet-20, training step batch 128": lambda: dygraph_training(20, 128, r, args.steps),
-        "DY-Graph ResNet-56, training step batch 128": lambda: dygraph_training(56, 128, r, args.steps),
-        "DY-Graph ResNet-110, training step batch 128": lambda: dygraph_training(110, 128, r, args.steps),
+        "Adanet 110, training step batch 128": lambda: training(_gated_training_parts, "adanet110", 1.10),
+        "RDI-Net 110, training step batch 128": lambda: training(_gated_training_parts, "rdinet110", 1.15),
+        "DY-Graph ResNet-20, training step batch 128": lambda: training(_dygraph_training_parts, "dygraph20", 1.10),
+        "DY-Graph ResNet-56, training step batch 128": lambda: training(_dygraph_training_parts, "dygraph56", 1.10),
+        "DY-Graph ResNet-110, training step batch 128": lambda: training(_dygraph_training_parts, "dygraph110", 1.10),
         "ADN ResNet-50 base vs super, inference batch 1": lambda: adn(1, r, n),
         "ADN ResNet-50 base vs super, inference batch 8": lambda: adn(8, r, max(2, n // 3)),
     }
