@@ -11,11 +11,13 @@ part alone on inputs of its real shape:
 - **Adanet 110, forced 32/54 blocks** (inference, batch 1 and 64): static − every block + the executed
   blocks, each on exactly the rows that execute it (a contiguous slice: no gather, no write-back)
   + the 54 gates (Eqs. 4-5). Nothing else: the skipped rows' post-activation is left out.
-- **DY-Graph, all edges open** (inference; and training steps of the CIFAR ResNets): static + Eqs.
-  (1)-(2) alone, every node's weighted sum of its predecessors as one batched matmul over a bank that
-  already holds them (no copies), + the routers of Eq. (3). In training the aggregation's backward is
-  two more batched matmuls a node (∂w and ∂features, the latter accumulated in place), and the routers
-  run forward and backward (into their input's gradient).
+- **DY-Graph, all edges open, inference**: static − each DAG stage's blocks run as a chain + the least
+  eager code of that stage (`_minimal_stage`: per node one batched matmul over a bank that already holds
+  the predecessors (Eqs. 1-2), the node, its router and threshold (Eqs. 3-4); nothing written back).
+  At batch 1 this includes the dispatch cost of those few ops, which no eager implementation avoids.
+- **DY-Graph training steps** (CIFAR ResNets): static step + Eqs. (1)-(2) as one batched matmul per
+  node and its backward (∂w and ∂features, the latter accumulated in place) + the routers forward and
+  backward (into their input's gradient).
 - **Adanet 110 and RDI-Net 110 training steps**: static step + every gate forward and backward on its
   block's real input + the gate's mix alone (see `_gated_training_parts`).
 - **ADN ResNet-50 base vs super** (inference): super − the skipped blocks, each timed on its input.
@@ -115,43 +117,71 @@ def _dag_shapes(dynamic: nn.Module, inputs: torch.Tensor) -> list[tuple[int, tor
     return shapes
 
 
-def _aggregation(batch: int, shapes: list[tuple[int, torch.Size]], backward: bool) -> Callable[[], None]:
-    """Eqs. (1)-(2) alone: node j = bmm(weights [B, 1, j], bank[:, :j]) for every node of every stage
-    (and in training ∂w = bmm(g, bankᵀ) and ∂bank[:, :j] += w ⊙ g, elementwise: the fastest kernels here)."""
+def _aggregation(batch: int, shapes: list[tuple[int, torch.Size]]) -> Callable[[], None]:
+    """Eqs. (1)-(2) in training: node j = bmm(weights [B, 1, j], bank[:, :j]) for every node of every stage,
+    ∂w = bmm(g, bankᵀ) and ∂bank[:, :j] += w ⊙ g, elementwise (the fastest kernels here)."""
     banks = [(torch.randn(batch, n - 1, shape.numel()), torch.rand(batch, 1, n - 1)) for n, shape in shapes]
-    grads = [torch.zeros_like(bank) for bank, _ in banks] if backward else []
+    grads = [torch.zeros_like(bank) for bank, _ in banks]
 
     def run():
         for index, (bank, weights) in enumerate(banks):
             for j in range(1, bank.shape[1] + 1):
                 out = torch.bmm(weights[:, :, :j], bank[:, :j])
-                if backward:  # the incoming gradient has the output's shape: reuse `out` as it
-                    torch.bmm(out, bank[:, :j].transpose(1, 2))
-                    grads[index][:, :j].addcmul_(weights[:, :, :j].transpose(1, 2), out)
+                # the incoming gradient has the output's shape: reuse `out` as it
+                torch.bmm(out, bank[:, :j].transpose(1, 2))
+                grads[index][:, :j].addcmul_(weights[:, :, :j].transpose(1, 2), out)
+    return run
+
+
+def _minimal_stage(stage: nn.Module, batch: int, shape: torch.Size) -> Callable[[torch.Tensor], None]:
+    """The least eager code of one DAG stage with every edge open: the first block and its router, then per
+    node one bmm over a preallocated bank (Eqs. 1-2), the node, its router and threshold (Eqs. 3-4); nothing
+    written back (no M, no bank writes, no checks), so it runs faster than any correct version."""
+    bank = torch.randn(batch, stage.num_nodes - 1, shape.numel())
+    weights = torch.rand(batch, 1, stage.num_nodes - 1)
+    tau = stage.tau.detach() if stage.tau is not None else None
+
+    def edges(j: int, y: torch.Tensor) -> None:
+        alpha = stage.routers[j](y)
+        if tau is not None:
+            alpha * (alpha >= tau[j])
+
+    def run(x: torch.Tensor) -> None:
+        y = stage.first(x)
+        edges(0, y)
+        for j in range(1, stage.num_nodes):
+            aggregated = torch.bmm(weights[:, :, :j], bank[:, :j]).view(batch, *shape)
+            if j < stage.num_nodes - 1:
+                edges(j, stage.nodes[j - 1](aggregated))
     return run
 
 
 @torch.no_grad()
 def dygraph_inference(backbone: str, size: int, batch: int, rounds: int, repeats: int) -> dict:
-    """DY-Graph with every edge open vs its backbone: static + aggregation + routers."""
+    """DY-Graph with every edge open vs its backbone: static − each stage's chain of blocks + its minimal DAG."""
     from dygraph.model import dag_stages
     from reproduce.compare import _dygraph
 
     torch.manual_seed(0)
     dynamic, static = (m.eval() for m in _dygraph(backbone)())
     inputs = torch.randn(batch, 3, size, size)
-    shapes = _dag_shapes(dynamic, inputs)
-    routers = [(router, torch.randn(batch, *shape)) for stage, (_, shape) in zip(dag_stages(dynamic), shapes)
-               for router in stage.routers]
+    stages = dag_stages(dynamic)
+    captured = captured_inputs(dynamic, stages, inputs)
+    minimal = [_minimal_stage(stage, batch, shape) for stage, (_, shape) in zip(stages, _dag_shapes(dynamic, inputs))]
 
-    def all_routers():
-        for router, x in routers:
-            router(x)
+    def chains():  # the stage's blocks one after the other, as in the static network
+        for stage, x in zip(stages, captured):
+            y = stage.first(x)
+            for node in stage.nodes:
+                y = node(y)
+
+    def minimal_dags():
+        for run, x in zip(minimal, captured):
+            run(x)
 
     timing = alternating_latency({"dynamic": lambda: dynamic(inputs), "static": lambda: static(inputs),
-                                  "aggregation": _aggregation(batch, shapes, backward=False),
-                                  "routers": all_routers}, rounds, repeats)
-    return ratios(timing, lambda ms: ms["static"] + ms["aggregation"] + ms["routers"], 1.05)
+                                  "chains": chains, "minimal_dags": minimal_dags}, rounds, repeats)
+    return ratios(timing, lambda ms: ms["static"] - ms["chains"] + ms["minimal_dags"], 1.05)
 
 
 def _training_floor(name: str, parts: Callable[[nn.Module, nn.Module, int], dict[str, Callable[[], None]]],
@@ -190,7 +220,7 @@ def _dygraph_training_parts(dynamic: nn.Module, static: nn.Module, batch: int) -
         with torch.enable_grad():  # alternating_latency times under no_grad
             sum(router(x).sum() for router, x in routers).backward()
 
-    return {"aggregation": _aggregation(batch, shapes, backward=True), "routers": all_routers}
+    return {"aggregation": _aggregation(batch, shapes), "routers": all_routers}
 
 
 def _gated_training_parts(dynamic: nn.Module, static: nn.Module, batch: int) -> dict[str, Callable[[], None]]:
