@@ -45,7 +45,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common.backbones import residual_stages  # noqa: E402
-from common.metrics import alternating_latency  # noqa: E402
+from common.metrics import alternating_latency, paired_ratio  # noqa: E402
 
 
 def captured_inputs(model: nn.Module, modules: list[nn.Module], inputs: torch.Tensor) -> list[torch.Tensor]:
@@ -186,23 +186,20 @@ def dygraph_inference(backbone: str, size: int, batch: int, rounds: int, repeats
 
 def _training_floor(name: str, parts: Callable[[nn.Module, nn.Module, int], dict[str, Callable[[], None]]],
                     batch: int, rounds: int, steps: int, goal: float) -> dict:
-    """Training step of model `name` vs its static ResNet's (fp32, LR 0) and the static step + `parts`, paired:
-    each round's ratios to that round's static step, the median over rounds (the machine's speed drifts)."""
-    from benchmarks.train_step import build, static_of, step_time
+    """Training step of model `name` vs its static ResNet's (fp32, LR 0) and the static step + `parts`, step by
+    step interleaved, ratios paired by slot (the machine's speed drifts)."""
+    from benchmarks.train_step import build, static_of, stepper
 
     torch.manual_seed(0)
     (dynamic, method), (static, static_method) = build(name), build(static_of(name))
     extra = parts(dynamic, static, batch)
-    seconds: dict[str, list[float]] = {"dynamic": [], "static": [], **{part: [] for part in extra}}
-    for _ in range(rounds):
-        seconds["dynamic"].append(step_time(dynamic, method, "fp32", batch, steps))
-        seconds["static"].append(step_time(static, static_method, "fp32", batch, steps))
-        timing = alternating_latency(extra, 1, steps)
-        for part in extra:
-            seconds[part].append(timing[part]["median_ms"] / 1e3)
-    ideal = [s + sum(seconds[part][i] for part in extra) for i, s in enumerate(seconds["static"])]
-    return {"measured": statistics.median(d / s for d, s in zip(seconds["dynamic"], seconds["static"])),
-            "floor": statistics.median(i / s for i, s in zip(ideal, seconds["static"])), "goal": goal,
+    calls = {"dynamic": stepper(dynamic, method, "fp32", batch), "static": stepper(static, static_method, "fp32", batch),
+             **extra}
+    timing = alternating_latency(calls, rounds, steps, warmup=1, interleave=True)
+    seconds = {name: [ms / 1e3 for ms in t["calls_ms"]] for name, t in timing.items()}
+    ideal = [sum(seconds[part][i] for part in ("static", *extra)) for i in range(len(seconds["static"]))]
+    return {"measured": paired_ratio(seconds["dynamic"], seconds["static"]),
+            "floor": paired_ratio(ideal, seconds["static"]), "goal": goal,
             "ms": {part: 1e3 * statistics.median(values) for part, values in seconds.items()}}
 
 

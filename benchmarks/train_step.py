@@ -8,12 +8,14 @@
 `--models speed` stands for the dynamic models of the README's Speed table and their static ResNets.
 
 One step = each method's own `training_step` (its losses and extra passes), backward and an SGD step
-at learning rate 0 (all its arithmetic, parameters unchanged: every round times the same graph), on
-random CIFAR-shaped batches. Variants (model × setting) run in alternating rounds so that a change
-in the machine's load hits all alike; each keeps the median of its rounds. Ratios are against the
-first variant, and (column `vs static`) against the static ResNet of the same depth when it is measured:
-the median over rounds of each round's ratio. Set `MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296` (the script
-records whether they are set): glibc's allocator otherwise makes one process up to 1.7× slower.
+at learning rate 0 (all its arithmetic, parameters unchanged: every step times the same graph), on a
+random CIFAR-shaped batch. Variants (model × setting) run step by step, interleaved (every
+variant one step per slot, the order reversed every other slot: `common.metrics.alternating_latency`), so that a change in the machine's
+speed hits all alike; each keeps the median of its steps. Ratios are against the first variant, and
+(column `vs static`) against the static ResNet of the same depth when it is measured: the median over
+slots of each slot's ratio. Set `MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296`
+(the script records whether they are set): glibc's allocator otherwise makes one process up to 1.7×
+slower.
 """
 from __future__ import annotations
 
@@ -23,14 +25,15 @@ import os
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common.metrics import alternating_latency, paired_ratio  # noqa: E402
 from common.train import Method, TrainConfig, build_optimizer  # noqa: E402
 
 
@@ -71,9 +74,10 @@ def static_of(name: str) -> str:
     return "resnet" + "".join(c for c in name if c.isdigit())
 
 
-def step_time(model: nn.Module, method: Method, setting: str, batch: int, steps: int,
-              device: torch.device = torch.device("cpu")) -> float:
-    """Median seconds of one training step over `steps` steps (after one warm-up step)."""
+def stepper(model: nn.Module, method: Method, setting: str, batch: int,
+            device: torch.device = torch.device("cpu")) -> Callable[[], None]:
+    """Set `model` up for `setting` (mode, layout, compile, an SGD optimizer at LR 0) and return a closure that
+    runs one training step on a fixed random batch; the first step has run (warm-up)."""
     channels_last, bf16 = "channels_last" in setting, "bf16" in setting
     model.to(device).train()
     if channels_last:
@@ -87,22 +91,17 @@ def step_time(model: nn.Module, method: Method, setting: str, batch: int, steps:
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, 10, (batch,), device=device)
-    times = []
-    for index in range(steps + 1):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+
+    def step() -> None:
+        with torch.enable_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             out = method.training_step(step_model, images, labels, criterion)
-        optimizer.zero_grad(set_to_none=True)
-        if not getattr(out, "backward_done", False):
-            out.loss.backward()
+            optimizer.zero_grad(set_to_none=True)
+            if not getattr(out, "backward_done", False):
+                out.loss.backward()
         optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if index:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+
+    step()
+    return step
 
 
 def main() -> None:
@@ -112,37 +111,36 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", default=["fp32"],
                         help="fp32, bf16, channels_last, compile, or joined with + (bf16+channels_last)")
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per round")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps of each variant per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", default=None, help="JSON file for the measurements")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     if args.models == ["speed"]:
         args.models = SPEED_MODELS
-    torch.manual_seed(0)
     variants = [(m, s) for m in args.models for s in args.settings]
-    built = {m: build(m) for m in args.models}
-    medians: dict[tuple[str, str], list[float]] = {v: [] for v in variants}
-    for _ in range(args.rounds):
-        for model_name, setting in variants:
-            model, method = built[model_name]
-            medians[(model_name, setting)].append(step_time(model, method, setting, args.batch, args.steps,
-                                                            torch.device(args.device)))
-    first = statistics.median(medians[variants[0]])
+    calls = {}
+    for model_name, setting in variants:
+        torch.manual_seed(0)  # every variant its own model: channels_last and compile change it in place
+        calls[f"{model_name} {setting}"] = stepper(*build(model_name), setting, args.batch, torch.device(args.device))
+    # step by step, interleaved: the machine's speed drifts by up to 1.6× within seconds here
+    timing = alternating_latency(calls, args.rounds, args.steps, warmup=0, device=torch.device(args.device),
+                                 interleave=True)
+    seconds = {name: [ms / 1e3 for ms in t["calls_ms"]] for name, t in timing.items()}
+    first = statistics.median(seconds[f"{variants[0][0]} {variants[0][1]}"])
     rows = []
-    print(f"batch {args.batch}, {args.rounds} alternating rounds × {args.steps} steps, torch threads "
+    print(f"batch {args.batch}, {args.rounds} rounds × {args.steps} interleaved steps, torch threads "
           f"{torch.get_num_threads()}, MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_', 'unset')}")
     print(f"{'model':12s} {'setting':24s} {'ms/step':>9s} {'img/s':>7s} {'ratio':>6s} {'vs static':>9s}")
     for model_name, setting in variants:
-        seconds = statistics.median(medians[(model_name, setting)])
-        static = medians.get((static_of(model_name), setting))
-        # paired: the model against the static ResNet of the same round, then the median over rounds, so
-        # that a slow round (the machine's load drifts over seconds) slows both sides of its ratio alike
-        vs_static = statistics.median(m / s for m, s in zip(medians[(model_name, setting)], static)) if static else None
-        rows.append({"model": model_name, "setting": setting, "ms_per_step": 1e3 * seconds,
-                     "images_per_s": args.batch / seconds, "ratio": seconds / first, "vs_static": vs_static,
-                     "round_medians_ms": [1e3 * t for t in medians[(model_name, setting)]]})
-        print(f"{model_name:12s} {setting:24s} {1e3 * seconds:9.1f} {args.batch / seconds:7.0f} {seconds / first:6.2f} "
+        times = seconds[f"{model_name} {setting}"]
+        median = statistics.median(times)
+        static = seconds.get(f"{static_of(model_name)} {setting}")
+        vs_static = paired_ratio(times, static) if static else None
+        rows.append({"model": model_name, "setting": setting, "ms_per_step": 1e3 * median,
+                     "images_per_s": args.batch / median, "ratio": median / first, "vs_static": vs_static,
+                     "step_ms": [1e3 * t for t in times]})
+        print(f"{model_name:12s} {setting:24s} {1e3 * median:9.1f} {args.batch / median:7.0f} {median / first:6.2f} "
               f"{'' if vs_static is None else f'{vs_static:9.2f}'}")
     if args.out:
         record = {"batch": args.batch, "steps": args.steps, "rounds": args.rounds, "threads": torch.get_num_threads(),

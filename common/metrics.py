@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import statistics
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -110,36 +110,62 @@ def _sync(device: torch.device) -> None:
 @torch.no_grad()
 def alternating_latency(variants: Mapping[str, Callable[[], object]], rounds: int = 3, repeats: int = 10,
                         warmup: int = 1, setups: Mapping[str, Callable[[], None]] | None = None,
-                        device: torch.device | None = None) -> dict[str, dict]:
+                        device: torch.device | None = None, interleave: bool = False) -> dict[str, dict]:
     """Milliseconds per call of each variant, timed in alternating rounds (every variant once per round, after
     its `setups` entry and `warmup` untimed calls), so that a change in the machine's load hits all alike.
 
-    Each call is timed by `torch.utils.benchmark.Timer` (synchronises CUDA, torch's current threads);
-    a variant's `median_ms` is the median over rounds of its round medians, `min_ms`/`max_ms` its
-    fastest/slowest call.
+    `interleave=True` (for calls of seconds, such as training steps, where the machine's speed drifts within a
+    round): a round runs every variant once per repeat, in reversed order every other repeat, so that the
+    i-th calls of two variants ran seconds apart (`paired_ratio`). Each call is timed by
+    `torch.utils.benchmark.Timer` (synchronises CUDA, torch's current threads) and kept in order
+    (`calls_ms`); a variant's `median_ms` is the median over rounds of its round medians, `min_ms`/`max_ms`
+    its fastest/slowest call. Calls run under `torch.no_grad` unless they enable gradients themselves.
     """
     from torch.utils.benchmark import Timer
 
     setups = setups or {}
-    round_medians: dict[str, list[float]] = {name: [] for name in variants}
-    every: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
+    timers = {name: Timer("call()", globals={"call": call}, num_threads=torch.get_num_threads())
+              for name, call in variants.items()}
+    round_medians: dict[str, list[float]] = {name: [] for name in names}
+    every: dict[str, list[float]] = {name: [] for name in names}
+
+    def prepare(name: str) -> None:
+        if name in setups:
+            setups[name]()
+        for _ in range(warmup):
+            variants[name]()
+        if device is not None:
+            _sync(device)
+
     for _ in range(rounds):
-        for name, call in variants.items():
-            if name in setups:
-                setups[name]()
-            for _ in range(warmup):
-                call()
-            if device is not None:
-                _sync(device)
-            timer = Timer("call()", globals={"call": call}, num_threads=torch.get_num_threads())
-            times = [timer.timeit(1).median for _ in range(repeats)]
-            round_medians[name].append(statistics.median(times))
-            every[name] += times
+        times: dict[str, list[float]] = {name: [] for name in names}
+        if interleave:
+            for name in names:
+                prepare(name)
+            for repeat in range(repeats):
+                for name in names if repeat % 2 == 0 else reversed(names):
+                    times[name].append(timers[name].timeit(1).median)
+        else:
+            for name in names:
+                prepare(name)
+                times[name] = [timers[name].timeit(1).median for _ in range(repeats)]
+        for name in names:
+            round_medians[name].append(statistics.median(times[name]))
+            every[name] += times[name]
     return {name: {"median_ms": 1000 * statistics.median(medians), "min_ms": 1000 * min(every[name]),
-                   "max_ms": 1000 * max(every[name]),
+                   "max_ms": 1000 * max(every[name]), "calls_ms": [1000 * t for t in every[name]],
                    "round_medians_ms": [1000 * m for m in medians], "rounds": rounds, "repeats": repeats,
                    "torch_threads": torch.get_num_threads()}
             for name, medians in round_medians.items()}
+
+
+def paired_ratio(times: Sequence[float], reference: Sequence[float]) -> float:
+    """The median over calls of each call's ratio to the reference's call in the same slot (`interleave=True`):
+    a slow moment of the machine slows both sides of a ratio alike."""
+    if len(times) != len(reference) or not times:
+        raise ValueError(f"paired_ratio needs two equally long, non-empty series; got {len(times)} and {len(reference)}.")
+    return statistics.median(t / r for t, r in zip(times, reference))
 
 
 @torch.no_grad()

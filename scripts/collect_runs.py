@@ -4,8 +4,8 @@
 
 Only runs that a results file of the preset names are shipped (a run of an earlier recipe is not). Each
 run keeps its Hub layout (config.json, model.safetensors), run.json (the key's content),
-metrics.jsonl and a model card (README.md, from the results file of the target that trained it: a run
-ships once that file exists); checkpoints are not copied. Targets reuse these runs by key on any clone.
+metrics.jsonl and a model card (README.md, from a results file that names it: the target that trained
+it where that file exists); checkpoints are not copied. Targets reuse these runs by key on any clone.
 """
 from __future__ import annotations
 
@@ -18,26 +18,27 @@ REPO = Path(__file__).resolve().parent.parent
 FILES = ("config.json", "model.safetensors", "run.json", "metrics.jsonl")
 
 
-def write_card(destination: Path, record: dict) -> None:
-    """The run's model card, from the results file of the target that trained it (once that exists)."""
+def write_card(destination: Path, record: dict, stem: str, row: str) -> None:
+    """The run's model card, from results/<stem>.json, which names the run as `row`."""
     from common.hub import model_card
 
-    stem, row = record["requested_by"]["target"], record["requested_by"]["row"]
-    results = REPO / "results" / f"{stem}.json"
-    if not results.exists() or (destination / "README.md").exists():
+    if (destination / "README.md").exists():
         return
     paper = stem.split("-")[0]
     bibtex = REPO / paper / "CITATION.bib"
-    card = model_card(record, json.loads(results.read_text()), row, f"weights/{destination.parent.name}/{destination.name}",
+    results = json.loads((REPO / "results" / f"{stem}.json").read_text())
+    card = model_card(record, results, row, f"weights/{destination.parent.name}/{destination.name}",
                       bibtex.read_text() if bibtex.exists() else "")
     (destination / "README.md").write_text(card)
 
 
-def referenced_runs(preset: str) -> set[str]:
-    """Run folders that some results/*-<preset>.json names: the runs of the current recipe."""
-    folders = set()
-    for path in (REPO / "results").glob(f"*-{preset}.json"):
-        folders |= {run["folder"] for run in json.loads(path.read_text()).get("runs", {}).values()}
+def referenced_runs(preset: str) -> dict[str, dict[str, str]]:
+    """Run folder → {results stem: row} of every results/*-<preset>.json that names it: the runs of the
+    current recipe."""
+    folders: dict[str, dict[str, str]] = {}
+    for path in sorted((REPO / "results").glob(f"*-{preset}.json")):
+        for row, run in json.loads(path.read_text()).get("runs", {}).items():
+            folders.setdefault(run["folder"], {})[path.stem] = row
     return folders
 
 
@@ -53,13 +54,10 @@ def main(preset: str) -> int:
     for run in sorted((REPO / "results" / "runs").glob("*/run.json")):
         folder = run.parent
         record = json.loads(run.read_text())
-        target_name = record["requested_by"].get("target", "")
-        if not is_finished(folder) or not target_name.endswith(f"-{preset}"):
+        if not is_finished(folder) or not record["requested_by"].get("target", "").endswith(f"-{preset}"):
             continue
-        if not (REPO / "results" / f"{target_name}.json").exists():  # its card reads them: wait for the target
-            print(f"waiting for results/{target_name}.json before shipping {folder.name}")
-            continue
-        if folder.name not in current:  # e.g. trained under an earlier recipe: no results file names it
+        names = current.get(folder.name)
+        if not names:  # no results file names it yet, or an earlier recipe trained it
             continue
         destination = target / folder.name
         if not (destination / "model.safetensors").exists():
@@ -68,7 +66,9 @@ def main(preset: str) -> int:
                 shutil.copyfile(folder / name, destination / name)
             copied += 1
             print(f"copied {folder.name}")
-        write_card(destination, record)
+        # the card reads the results of the target that trained the run, or of another that names it
+        stem = record["requested_by"]["target"] if record["requested_by"]["target"] in names else next(iter(names))
+        write_card(destination, record, stem, names[stem])
     print(f"{copied} new run(s) in {target}")
     return 0
 

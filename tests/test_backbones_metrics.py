@@ -6,7 +6,8 @@ from torchvision import models
 
 from common.backbones import (OptionAShortcut, block_parts, create_backbone, input_size, list_backbones,
                               residual_stages)
-from common.metrics import accuracy, count_macs, count_params, measure_latency, model_macs, topk_correct
+from common.metrics import (accuracy, alternating_latency, count_macs, count_params, measure_latency, model_macs,
+                            paired_ratio, topk_correct)
 
 # (params M, GMACs) from torchvision's weight metadata and, where torchvision has none, the RegNet paper.
 REFERENCE = {
@@ -128,3 +129,28 @@ def test_measure_latency_reports_median_and_throughput():
     assert stats["batch_size"] == 4 and stats["repeats"] == 5
     assert stats["min_ms"] <= stats["median_ms"] <= stats["max_ms"]
     assert stats["images_per_s"] == pytest.approx(4 / (stats["median_ms"] / 1000))
+
+
+def _runs(calls: list[str]) -> list[str]:
+    """Consecutive repeats merged (Timer.timeit runs its statement more than once per timing)."""
+    return [name for i, name in enumerate(calls) if i == 0 or calls[i - 1] != name]
+
+
+@pytest.mark.parametrize("interleave", [False, True])
+def test_alternating_latency_orders_calls_by_round_or_slot(interleave):
+    calls: list[str] = []
+    variants = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    timing = alternating_latency(variants, rounds=2, repeats=2, warmup=1, interleave=interleave)
+    if interleave:  # a round: warm a, b, c, then the slots a b c | c b a
+        expected = 2 * [*"abc", *"abc", *"cba"]
+    else:           # a round: a (warm, timed, timed), then b, then c
+        expected = 2 * [*"aaa", *"bbb", *"ccc"]
+    assert _runs(calls) == _runs(expected)
+    assert all(len(t["calls_ms"]) == 4 for t in timing.values())
+
+
+def test_paired_ratio_is_the_median_of_slot_ratios():
+    # times 2, 9, 3 over 1, 3, 2: slot ratios 2, 3, 1.5 (median 2), while the ratio of medians is 3 / 2
+    assert paired_ratio([2.0, 9.0, 3.0], [1.0, 3.0, 2.0]) == 2.0
+    with pytest.raises(ValueError, match="equally long"):
+        paired_ratio([1.0], [1.0, 2.0])
