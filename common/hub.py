@@ -159,6 +159,17 @@ DATASET_IDS = {"cifar10": ("uoft-cs/cifar10", "CIFAR-10"), "cifar100": ("uoft-cs
                "imagenet": ("ILSVRC/imagenet-1k", "ImageNet-1k")}
 
 
+def _row_top1(results: dict, row: str) -> float | None:
+    """The row's test top-1 (%) in a results JSON: its "Top-1" cell, or 100 − its "Error" cell."""
+    for cell in results.get("cells", []):
+        if cell["row"] == row and cell.get("ours") is not None and cell.get("unit") == "%":
+            if cell["column"] == "Top-1":
+                return float(cell["ours"])
+            if cell["column"] == "Error":
+                return 100.0 - float(cell["ours"])
+    return None
+
+
 def model_card(record: dict, results: dict, row: str, repo_id: str, bibtex: str = "") -> str:
     """A Hub model card (`huggingface_hub.ModelCard`) for one trained row: model-index results from the
     results JSON and the run, the run key and recipe, the command that reproduces it, BibTeX; no local paths."""
@@ -169,13 +180,15 @@ def model_card(record: dict, results: dict, row: str, repo_id: str, bibtex: str 
     content, prov = record["content"], results["provenance"]
     dataset = content["data"]["name"]
     hub_id, pretty = DATASET_IDS.get(dataset, (dataset, dataset))
-    final = record.get("final", {})
+    top1 = _row_top1(results, row)
+    if top1 is None:  # no accuracy cell for the row: the run's own last test evaluation
+        top1 = record.get("final", {}).get("test_top1")
     evals = []
-    if "test_top1" in final:
+    if top1 is not None:
         evals.append(EvalResult(task_type="image-classification", dataset_type=hub_id, dataset_name=pretty,
                                 dataset_split="test", dataset_args={"preset": results["preset"]},
                                 metric_type="accuracy", metric_name=f"top-1 accuracy ({results['preset']} preset)",
-                                metric_value=round(final["test_top1"], 2)))
+                                metric_value=round(top1, 2)))
     module, _, name = record["class"].rpartition(".")
     data = ModelCardData(license="mit", library_name="dynnets", tags=["dynnets", results["paper"], "image-classification",
                                                                      f"preset-{results['preset']}"],

@@ -107,13 +107,18 @@ def test_model_card_from_results_json_and_run(tmp_path):
     parsed = ModelCard(card).data.to_dict()
     result = parsed["model-index"][0]["results"][0]
     assert result["dataset"]["type"] == "uoft-cs/cifar10" and result["metrics"][0]["type"] == "accuracy"
-    assert result["metrics"][0]["value"] == round(run.history[-1]["test_top1"], 2)
+    assert result["metrics"][0]["value"] == 91.1  # the results JSON's row: 100 − its 8.9 % error
     assert "| ResNet-20 | 8.9 (8.75) |" in card and "ResNet-32" not in card  # this row's cells only
     assert "python -m reproduce baselines cifar10-resnet --preset short" in card and run.key in card
     assert "@article{he2016}" in card and "license: mit" in card
     assert "from common.hub import HubBackbone as Model" in card
     assert "/home/me" not in card and str(tmp_path) not in card  # no local paths
     assert (tmp_path / "card" / "model.safetensors").exists()
+    # a row with no accuracy cell: the run's own last test evaluation
+    results["cells"] = [{**c, "column": "Params", "unit": "M"} for c in results["cells"]]
+    upload_run(run.directory, tmp_path / "card2", results, "ResNet-20", "dynnets/resnet20", push=False)
+    parsed = ModelCard((tmp_path / "card2" / "README.md").read_text()).data.to_dict()
+    assert parsed["model-index"][0]["results"][0]["metrics"][0]["value"] == round(run.history[-1]["test_top1"], 2)
 
 
 # ------------------------------------------------------------------ broken weights: one WeightsError each
