@@ -9,9 +9,9 @@
 
 One step = each method's own `training_step` (its losses and extra passes), backward and an SGD step
 at learning rate 0 (all its arithmetic, parameters unchanged: every step times the same graph), on a
-random CIFAR-shaped batch. Variants (model × setting) run step by step, interleaved (every
-variant one step per slot, the order reversed every other slot: `common.metrics.alternating_latency`), so that a change in the machine's
-speed hits all alike; each keeps the median of its steps. Ratios are against the first variant, and
+random CIFAR-shaped batch. Variants (model × setting) run step by step, interleaved by
+`common.metrics.alternating_latency` (every variant one timed step per slot, the order reversed every
+other slot), so that a change in the machine's speed hits all alike; each keeps the median of its steps. Ratios are against the first variant, and
 (column `vs static`) against the static ResNet of the same depth when it is measured: the median over
 slots of each slot's ratio. Set `MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296`
 (the script records whether they are set): glibc's allocator otherwise makes one process up to 1.7×

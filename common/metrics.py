@@ -117,7 +117,8 @@ def alternating_latency(variants: Mapping[str, Callable[[], object]], rounds: in
     `interleave=True` (for calls of seconds, such as training steps, where the machine's speed drifts within a
     round): a round runs every variant once per repeat, in reversed order every other repeat, so that the
     i-th calls of two variants ran seconds apart (`paired_ratio`). Each call is timed by
-    `torch.utils.benchmark.Timer` (synchronises CUDA, torch's current threads) and kept in order
+    `torch.utils.benchmark.Timer.timeit(1)` (synchronises CUDA, torch's current threads; it runs the call
+    twice untimed right before the timed run) and kept in order
     (`calls_ms`); a variant's `median_ms` is the median over rounds of its round medians, `min_ms`/`max_ms`
     its fastest/slowest call. Calls run under `torch.no_grad` unless they enable gradients themselves.
     """
