@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.backbones import block_parts, create_backbone, input_size, residual_stages
+from common.backbones import block_parts, create_backbone, input_size, residual_stages, spatial_mean
 from common.dynamic import GatedBlock, gated_blocks, set_mode, set_rates
 from common.hub import HubBackbone, HubModel
 
@@ -81,7 +81,7 @@ class Gate(nn.Module):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """β [B, 2]: log-probabilities (up to a constant) of executing and skipping, Eq. (4)–(5)."""
-        z = x.mean(dim=(2, 3))                                  # Eq. (4)
+        z = spatial_mean(x)                                     # Eq. (4)
         if self.training or not isinstance(self.bn, nn.BatchNorm1d):
             return self.fc2(F.relu(self.bn(self.fc1(z))))      # Eq. (5)
         weight_t, bias, _, _ = self._folded(z.dtype)
@@ -90,7 +90,7 @@ class Gate(nn.Module):
     def margin(self, x: torch.Tensor) -> torch.Tensor:
         """β_execute − β_skip [B] at evaluation, from one folded row: (W_2[0] − W_2[1]) σ(W_1 z) + b."""
         weight_t, bias, row, offset = self._folded(x.dtype)
-        hidden = torch.relu(torch.addmm(bias, x.mean(dim=(2, 3)), weight_t))  # Eqs. (4), (5)
+        hidden = torch.relu(torch.addmm(bias, spatial_mean(x), weight_t))  # Eqs. (4), (5)
         return torch.addmv(offset, hidden, row)
 
     def _folded(self, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, ...]:

@@ -245,3 +245,10 @@ def block_parts(block: nn.Module) -> BlockParts:
         raise ValueError("A ViT EncoderBlock holds two residual branches; skip it whole instead.")
     raise ValueError(f"No residual decomposition for {type(block).__name__}; known: BasicBlock, "
                      f"Bottleneck, ResBottleneckBlock, InvertedResidual.")
+
+
+def spatial_mean(x: torch.Tensor) -> torch.Tensor:
+    """Global average pooling [B, C, H, W] → [B, C], the same values as `x.mean(dim=(2, 3))`, whose
+    backward broadcasts the [B, C] gradient instead of writing a full [B, C, H, W] one (sum's backward is
+    an expand; mean's divides into a new tensor): one pass less per gate or router in a training step."""
+    return x.sum(dim=(2, 3)) / (x.shape[2] * x.shape[3])

@@ -32,7 +32,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from common.backbones import create_backbone, residual_stages
+from common.backbones import create_backbone, residual_stages, spatial_mean
 from common.hub import HubModel, load_state_strict
 
 MODES = ("masked", "skip")
@@ -190,7 +190,7 @@ class Router(nn.Module):
         self.fc = nn.Linear(channels, out_edges)  # weight w_r^i and bias b_r^i
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.fc(x.mean(dim=(2, 3))))
+        return torch.sigmoid(self.fc(spatial_mean(x)))
 
 
 class StaticEdges(nn.Module):

@@ -5,7 +5,7 @@ from torch import nn
 from torchvision import models
 
 from common.backbones import (OptionAShortcut, block_parts, create_backbone, input_size, list_backbones,
-                              residual_stages)
+                              residual_stages, spatial_mean)
 from common.metrics import (accuracy, alternating_latency, count_macs, count_params, measure_latency, model_macs,
                             paired_ratio, topk_correct)
 
@@ -154,3 +154,13 @@ def test_paired_ratio_is_the_median_of_slot_ratios():
     assert paired_ratio([2.0, 9.0, 3.0], [1.0, 3.0, 2.0]) == 2.0
     with pytest.raises(ValueError, match="equally long"):
         paired_ratio([1.0], [1.0, 2.0])
+
+
+def test_spatial_mean_matches_mean_in_value_and_gradient():
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 5, 7, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(3, 4, dtype=torch.float64)
+    (spatial_mean(x) * weights).sum().backward()
+    expected = weights[:, :, None, None].expand(3, 4, 5, 7) / 35  # ∂/∂x of Σ w·mean(x) is w / (H·W)
+    assert torch.allclose(spatial_mean(x), x.mean(dim=(2, 3)), rtol=0, atol=1e-15)
+    assert torch.allclose(x.grad, expected, rtol=0, atol=1e-15)
