@@ -4,6 +4,7 @@
     python benchmarks/train_step.py --models resnet110 adanet110 rdinet110 --batch 128
     python benchmarks/train_step.py --models resnet20 --settings fp32 bf16 channels_last bf16+channels_last
     python benchmarks/train_step.py --models speed --rounds 3 --steps 3   # the README's Speed table
+    python benchmarks/train_step.py --models resnet20 --settings bf16+compile --batch 64 --threads 1   # run two at once
 
 `--models speed` stands for the dynamic models of the README's Speed table and their static ResNets.
 
@@ -115,7 +116,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", default=None, help="JSON file for the measurements")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: one per core)")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if args.models == ["speed"]:
         args.models = SPEED_MODELS
     variants = [(m, s) for m in args.models for s in args.settings]

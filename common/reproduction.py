@@ -188,7 +188,8 @@ def device_description() -> str:
     """The accelerator (or CPU) the run used, in words."""
     if torch.cuda.is_available():
         return f"cuda: {torch.cuda.get_device_name(0)} ×{torch.cuda.device_count()}"
-    return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    return (f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"{torch.get_num_threads()} torch threads")
 
 
 def provenance(ctx: Context) -> dict:

@@ -12,7 +12,8 @@ is the global batch), the data (name, fingerprint, limits) and the seed. A run f
 
 A finished run is reused by any target that asks for the same key (never by another key). An
 unfinished one continues only with `resume=True`, or starts over with `restart=True`; otherwise it is
-refused. Every RNG is seeded from the key (which holds `--seed`) before the model is built, and again
+refused. A run trained on the CPU also records torch's thread count (`cpu_threads`): it changes how
+reductions split, hence the weights' last bits, so a run resumes only with the count it started with. Every RNG is seeded from the key (which holds `--seed`) before the model is built, and again
 when the run returns, so a row never depends on which rows ran before it or on whether it was trained
 now or reused.
 """
@@ -157,6 +158,11 @@ def _wait() -> None:
     process_state().wait_for_everyone()
 
 
+def _cpu_threads() -> int | None:
+    """torch's intra-op thread count where this process trains on the CPU (None on an accelerator)."""
+    return torch.get_num_threads() if process_state().device.type == "cpu" else None
+
+
 def _write_json(record: dict, path: Path) -> None:
     from .train import atomic_write_text
 
@@ -193,7 +199,13 @@ def _train_new(row: str, key: str, content: dict, directory: Path, model: nn.Mod
             raise RunError(f"--resume: the unfinished run of {row!r} in {other[0]} has another key; it differs "
                            f"in {'; '.join(differing_fields(other[1], content))}. Rerun with the same "
                            f"arguments, or without --resume to start a new run.")
-    record = {"key": key, "content": content, "requested_by": requested_by, "finished": False}
+    threads = _cpu_threads()
+    started_with = _read(directory / "run.json").get("cpu_threads") if has_checkpoint else None
+    if started_with is not None and threads is not None and started_with != threads:
+        raise RunError(f"{directory} was trained with {started_with} CPU threads and this process has {threads}: "
+                       f"the thread count changes the arithmetic, so resume it with --threads {started_with}.")
+    record = {"key": key, "content": content, "requested_by": requested_by, "finished": False,
+              "cpu_threads": threads}
     if _is_main():
         directory.mkdir(parents=True, exist_ok=True)
         _write_json(record, directory / "run.json")

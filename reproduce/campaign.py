@@ -27,7 +27,7 @@ ORDER = ["baselines/cifar10-resnet", "adanet/table1", "rdinet/table2", "dygraph/
 
 
 def run_campaign(targets: list[str], preset: str, out: Path, data_dir: str | None, seed: int,
-                 budget_minutes: float | None, command: str) -> dict:
+                 budget_minutes: float | None, command: str, threads: int | None = None) -> dict:
     """Run `targets` in order within the budget; what trained, what was reused, what was written."""
     from .cli import targets as paper_targets
 
@@ -38,7 +38,8 @@ def run_campaign(targets: list[str], preset: str, out: Path, data_dir: str | Non
         target = paper_targets(paper)[target_name]
         ctx = Context(paper, target_name, preset, out, data_dir, resume=True, seed=seed,
                       command=f"python -m reproduce {paper} {target_name} --preset {preset} --out {out}"
-                              + (f" --data-dir {data_dir}" if data_dir else ""), deadline=deadline)
+                              + (f" --data-dir {data_dir}" if data_dir else "")
+                              + (f" --threads {threads}" if threads is not None else ""), deadline=deadline)
         try:
             cells = target.run(ctx)
         except BudgetExhausted as stop:
@@ -54,7 +55,7 @@ def run_campaign(targets: list[str], preset: str, out: Path, data_dir: str | Non
 
 def main(argv: list[str], parser_cls) -> int:
     """Parse the campaign's arguments and run it (or its K jobs)."""
-    from .cli import PRESETS, UsageError, _out_dir, check_local
+    from .cli import PRESETS, UsageError, _out_dir, check_local, set_threads, threads_arg
 
     parser = parser_cls(prog="python -m reproduce campaign", description=__doc__.split("\n\n")[1])
     parser.add_argument("--preset", default="short", help=f"one of {', '.join(PRESETS)} (default short)")
@@ -64,6 +65,8 @@ def main(argv: list[str], parser_cls) -> int:
     parser.add_argument("--out", default="results")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=threads_arg, default=None,
+                        help="torch CPU threads of each job (default: one per core; on a CPU give cores/jobs)")
     args = parser.parse_args(argv)
     if args.preset not in PRESETS:
         raise UsageError(f"unknown preset {args.preset!r}. Valid choices: {', '.join(PRESETS)}.")
@@ -81,12 +84,15 @@ def main(argv: list[str], parser_cls) -> int:
     if args.jobs > 1:  # K processes over the same list: the run locks share the work out
         base = [sys.executable, "-m", "reproduce", "campaign", "--preset", args.preset, "--out", str(out),
                 "--seed", str(args.seed), *(["--data-dir", args.data_dir] if args.data_dir else []),
-                *(["--budget-minutes", str(args.budget_minutes)] if args.budget_minutes is not None else [])]
+                *(["--budget-minutes", str(args.budget_minutes)] if args.budget_minutes is not None else []),
+                *(["--threads", str(args.threads)] if args.threads is not None else [])]
         shares = [args.targets[i::args.jobs] for i in range(args.jobs)]
         jobs = [subprocess.Popen([*base, "--targets", *share, *(t for t in args.targets if t not in share)])
                 for share in shares]
         return max(job.wait() for job in jobs)
-    summary = run_campaign(args.targets, args.preset, out, args.data_dir, args.seed, args.budget_minutes, command)
+    set_threads(args.threads)
+    summary = run_campaign(args.targets, args.preset, out, args.data_dir, args.seed, args.budget_minutes, command,
+                           args.threads)
     record_path = out / f"campaign-{args.preset}.json"
     history = json.loads(record_path.read_text()) if record_path.exists() else []
     atomic_write_text(json.dumps(history + [summary], indent=2) + "\n", record_path)

@@ -46,6 +46,8 @@ def test_list_prints_a_rough_time_for_each_preset(capsys):
     (["nopaper", "table1"], "unknown paper 'nopaper'. Valid choices: baselines, adanet, rdinet, dygraph, adn, compare."),
     (["baselines", "table9"], "unknown target 'table9' for baselines. Valid choices: cifar10-resnet, imagenet-backbones."),
     (["baselines", "cifar10-resnet", "--preset", "long"], "unknown preset 'long'. Valid choices: smoke, mini, short, paper."),
+    (["baselines", "cifar10-resnet", "--threads", "0"],
+     "argument --threads: --threads '0' is not a whole number ≥ 1. See `python -m reproduce --help`."),
 ])
 def test_wrong_names_give_one_line_without_traceback(args, message):
     out = run_cli(*args)

@@ -116,6 +116,27 @@ def test_interrupted_run_refused_then_resumed_equals_uninterrupted(tmp_path):
         assert torch.equal(tensor, weights(resumed.directory)[name]), name
 
 
+def test_resume_with_another_cpu_thread_count_is_refused(tmp_path):
+    data = tiny_data()
+    stopping = Stoppable()
+    stopping._stop_after = 0
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with pytest.raises(Interrupt):
+            train("row", SPEC, data, CONFIG, stopping, tmp_path, progress=False)
+        folder = next(tmp_path.glob("*/run.json")).parent
+        assert json.loads((folder / "run.json").read_text())["cpu_threads"] == 1
+        torch.set_num_threads(2)
+        with pytest.raises(RunError, match=r"trained with 1 CPU threads and this process has 2: .* --threads 1\.$"):
+            train("row", SPEC, data, CONFIG, Stoppable(), tmp_path, resume=True, progress=False)
+        torch.set_num_threads(1)
+        resumed = train("row", SPEC, data, CONFIG, Stoppable(), tmp_path, resume=True, progress=False)
+        assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_restart_starts_over_and_resume_under_another_key_names_the_fields(tmp_path):
     data = tiny_data()
     stopping = Stoppable()
