@@ -248,7 +248,21 @@ def block_parts(block: nn.Module) -> BlockParts:
 
 
 def spatial_mean(x: torch.Tensor) -> torch.Tensor:
-    """Global average pooling [B, C, H, W] → [B, C], the same values as `x.mean(dim=(2, 3))`, whose
-    backward broadcasts the [B, C] gradient instead of writing a full [B, C, H, W] one (sum's backward is
-    an expand; mean's divides into a new tensor): one pass less per gate or router in a training step."""
-    return x.sum(dim=(2, 3)) / (x.shape[2] * x.shape[3])
+    """Global average pooling [B, C, H, W] → [B, C]: `x.mean(dim=(2, 3))` bit for bit, forward and backward,
+    except that the backward broadcasts the [B, C] gradient instead of writing a full [B, C, H, W] one: one
+    pass less per gate or router in a training step."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _SpatialMean.apply(x)
+    return x.mean(dim=(2, 3))
+
+
+class _SpatialMean(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.shape = x.shape
+        return x.mean(dim=(2, 3))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = ctx.shape
+        return (grad / (height * width))[:, :, None, None].expand(batch, channels, height, width)

@@ -156,11 +156,16 @@ def test_paired_ratio_is_the_median_of_slot_ratios():
         paired_ratio([1.0], [1.0, 2.0])
 
 
-def test_spatial_mean_matches_mean_in_value_and_gradient():
+def test_spatial_mean_is_mean_bit_for_bit_with_a_broadcast_gradient():
     torch.manual_seed(0)
-    x = torch.randn(3, 4, 5, 7, dtype=torch.float64, requires_grad=True)
-    weights = torch.randn(3, 4, dtype=torch.float64)
-    (spatial_mean(x) * weights).sum().backward()
-    expected = weights[:, :, None, None].expand(3, 4, 5, 7) / 35  # ∂/∂x of Σ w·mean(x) is w / (H·W)
-    assert torch.allclose(spatial_mean(x), x.mean(dim=(2, 3)), rtol=0, atol=1e-15)
-    assert torch.allclose(x.grad, expected, rtol=0, atol=1e-15)
+    for dtype in (torch.float32, torch.bfloat16):  # 7×9: not a power of two, where sum / (H·W) would differ in bf16
+        x = torch.randn(2, 3, 7, 9).to(dtype).requires_grad_()
+        grad_out = torch.randn(2, 3).to(dtype)
+        ours, = torch.autograd.grad(spatial_mean(x), x, grad_out)
+        reference, = torch.autograd.grad(x.mean(dim=(2, 3)), x, grad_out)
+        assert torch.equal(spatial_mean(x), x.mean(dim=(2, 3))) and torch.equal(ours, reference)
+        assert ours.stride()[2:] == (0, 0)  # broadcast, not a written [B, C, H, W] tensor
+        with torch.no_grad():
+            assert torch.equal(spatial_mean(x), x.mean(dim=(2, 3)))
+    expected = grad_out.float()[:, :, None, None].expand(2, 3, 7, 9) / 63  # ∂/∂x of Σ g·mean(x) is g / (H·W)
+    assert torch.allclose(ours.float(), expected, rtol=1e-2)
