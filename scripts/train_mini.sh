@@ -3,7 +3,7 @@
 # weights/mini/ (scripts/collect_runs.py). Run in the background:
 #   nohup nice -n 19 bash scripts/train_mini.sh DATA_DIR [LANES] > mini.log 2>&1 &
 # LANES (default: one per core, at most 2) trains that many targets side by side, each with
-# --threads cores/LANES: on a 2-core CPU two one-thread runs train 1.23× the images/s of one two-thread
+# --threads cores/LANES: on a 2-core CPU two one-thread runs trained 1.34× the images/s of one two-thread
 # run (README). A run resumes only with the thread count it started with, so keep LANES between calls.
 # Stop: pkill -TERM -f "bash scripts/train_mini.sh"; pkill -INT -f "python -m reproduce" (the scripts first,
 # or a lane starts its next target).
