@@ -13,9 +13,10 @@ is the global batch), the data (name, fingerprint, limits) and the seed. A run f
 A finished run is reused by any target that asks for the same key (never by another key). An
 unfinished one continues only with `resume=True`, or starts over with `restart=True`; otherwise it is
 refused. A run trained on the CPU also records torch's thread count (`cpu_threads`): it changes how
-reductions split, hence the weights' last bits, so a run resumes only with the count it started with. Every RNG is seeded from the key (which holds `--seed`) before the model is built, and again
-when the run returns, so a row never depends on which rows ran before it or on whether it was trained
-now or reused.
+reductions split, hence the weights' last bits, so a run resumes only with the count it started with.
+Every RNG is seeded from the key (which holds `--seed`) before the model is built, and again when the
+run returns, so a row never depends on which rows ran before it or on whether it was trained now or
+reused.
 """
 from __future__ import annotations
 

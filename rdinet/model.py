@@ -97,7 +97,7 @@ class RelationalRouter(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """s_n of Eq. (7) for block input x [B, C, H, W]; written to the shared memory."""
-        s_tilde = F.relu(self.align(spatial_mean(x)))                       # Eqs. (5), (6)
+        s_tilde = F.relu(self.align(spatial_mean(x)))                          # Eqs. (5), (6)
         batch = x.shape[0]
         stacked = [self.memory.read(self.index - m, batch).to(s_tilde.dtype) for m in range(self.k, 0, -1)]
         if self.relation == "fixed":  # (A · S_n)[k, :] = s̃_n + Σ_m γ^m s_{n−m}: k scaled adds, no stack
