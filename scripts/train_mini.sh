@@ -2,7 +2,7 @@
 # Train every `mini` run (CPU, resumable), headline targets first, then copy the finished runs into
 # weights/mini/ (scripts/collect_runs.py). Run in the background:
 #   nohup nice -n 19 bash scripts/train_mini.sh DATA_DIR [LANES] > mini.log 2>&1 &
-# LANES (default: one per core, at most 2) trains that many targets side by side, each with
+# LANES (1 or 2; default 2 on a CPU with 2 or more cores) trains that many targets side by side, each with
 # --threads cores/LANES: on a 2-core CPU two one-thread runs trained 1.34× the images/s of one two-thread
 # run (README). A run resumes only with the thread count it started with, so keep LANES between calls.
 # Stop: pkill -TERM -f "bash scripts/train_mini.sh"; pkill -INT -f "python -m reproduce" (the scripts first,
@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 data=${1:?usage: train_mini.sh CIFAR10_DIR [LANES]}
 cores=$(nproc)
 lanes=${2:-$((cores < 2 ? 1 : 2))}
+case "$lanes" in 1|2) ;; *) echo "train_mini.sh: LANES is 1 or 2, not '$lanes'" >&2; exit 2 ;; esac
 threads=$((cores / lanes > 0 ? cores / lanes : 1))
 export MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296
 # The headline rows first in both lanes (ADN-20 in one, DY-Graph-20 and static α in the other), then the
