@@ -5,8 +5,8 @@
 # LANES (1 or 2; default 2 on a CPU with 2 or more cores) trains that many targets side by side, each with
 # --threads cores/LANES: on a 2-core CPU two one-thread runs trained 1.34× the images/s of one two-thread
 # run (README). A run resumes only with the thread count it started with, so keep LANES between calls.
-# Stop: pkill -TERM -f "bash scripts/train_mini.sh"; pkill -INT -f "python -m reproduce" (the scripts first,
-# or a lane starts its next target).
+# Stop: pkill -TERM -f "bash scripts/train_mini.sh"; pkill -TERM -f "python -m reproduce" (the scripts first,
+# or a lane starts its next target; SIGINT does not reach background jobs). Each run keeps its last epoch.
 # A killed run continues where it stopped on the next call (--resume); two lanes never train the same
 # run (the run layer locks it: a lane that needs a run the other is training waits for it).
 set -uo pipefail
