@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common.metrics import alternating_latency, paired_ratio  # noqa: E402
 from common.train import Method, TrainConfig, build_optimizer  # noqa: E402
+from reproduce.cli import set_threads, threads_arg  # noqa: E402
 
 
 def build(name: str) -> tuple[nn.Module, Method]:
@@ -116,10 +117,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", default=None, help="JSON file for the measurements")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: one per core)")
+    parser.add_argument("--threads", type=threads_arg, default=None, help="torch CPU threads (default: one per core)")
     args = parser.parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     if args.models == ["speed"]:
         args.models = SPEED_MODELS
     variants = [(m, s) for m in args.models for s in args.settings]
