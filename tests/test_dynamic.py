@@ -174,3 +174,29 @@ def test_output_mix_blends_whole_outputs_without_clipping_a_projection_shortcut(
         torch.testing.assert_close(GatedBlock(block, Soft(), mix="output")(x), expected)
     with pytest.raises(ValueError, match="residual, output"):
         GatedBlock(block, Soft(), mix="input")
+
+
+def test_output_mix_traced_by_torch_compile_gives_eager_values_and_gradients():
+    """Under torch.compile Eq. (9) is written as two products (Inductor's lerp is slow): same numbers."""
+    torch.manual_seed(0)
+    block = residual_stages(create_backbone("resnet20_cifar"))[0].blocks()[1]
+
+    class Soft(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.logit = nn.Parameter(torch.linspace(-2, 2, 4))
+
+        def forward(self, x):
+            v = torch.sigmoid(self.logit)
+            return v, v
+
+    gated = GatedBlock(block, Soft(), mix="output").train()
+    results = []
+    for run in (gated, torch.compile(gated, backend="aot_eager")):  # traced by Dynamo: the compiled branch
+        x = torch.randn(4, 16, 8, 8, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        gated.zero_grad()
+        out = run(x)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append((out.detach(), x.grad, gated.gate.logit.grad.clone(), block.conv1.weight.grad.clone()))
+    for eager, compiled in zip(*results):
+        torch.testing.assert_close(compiled, eager)
