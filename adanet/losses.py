@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from common.dynamic import decisions as gate_decisions
-from common.dynamic import probabilities
+from common.dynamic import probabilities, skipping
 from common.dynamic import rate_loss as target_rate_loss  # L_target of Eq. (8), shared with RDI-Net
 from common.train import GroupSpec, Method, StepOutput
 
@@ -76,5 +76,7 @@ class AdanetMethod(Method):
         return StepOutput(loss, logits, logs)
 
     def evaluation_step(self, model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        logits = model(images)
+        """Logits with real skipping (as deployed), the gates' decisions and P(execute)."""
+        with skipping(model):
+            logits = model(images)
         return logits, {"decisions": gate_decisions(model).float(), "probs": probabilities(model).float()}

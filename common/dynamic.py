@@ -20,7 +20,8 @@ the gated papers see them.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Callable
 
 import torch
@@ -119,6 +120,23 @@ def set_mode(model: nn.Module, mode: str) -> None:
         raise ValueError(f"Unknown gating mode {mode!r}; valid: {', '.join(MODES)}.")
     for block in gated_blocks(model):
         block.mode = mode
+
+
+@contextmanager
+def skipping(model: nn.Module) -> Iterator[None]:
+    """Real skipping inside the block: gated blocks in "masked" (training) mode run in "skip" mode, then go back.
+
+    Evaluating this way computes what deployment (and `python -m reproduce eval`) computes: in bf16 a
+    block run on a subset of the batch can round a borderline image differently from the masked batch.
+    """
+    blocks = [block for block in gated_blocks(model) if block.mode == "masked"]
+    for block in blocks:
+        block.mode = "skip"
+    try:
+        yield
+    finally:
+        for block in blocks:
+            block.mode = "masked"
 
 
 def decisions(model: nn.Module) -> torch.Tensor:

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from common.data import dataset_info
-from common.dynamic import decisions, gated_blocks, probabilities
+from common.dynamic import decisions, gated_blocks, probabilities, skipping
 from common.train import Method, StepOutput
 
 from .losses import COST_READINGS, colour_histogram, cost_loss, rank_loss, sample_distances
@@ -85,12 +85,14 @@ class RDIMethod(Method):
         return StepOutput(loss, logits, logs)
 
     def evaluation_step(self, model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Logits and the routers' own hard decisions (USW's uniform draws are switched off here)."""
+        """Logits with real skipping (as deployed) and the routers' own hard decisions (USW's uniform draws are
+        switched off here)."""
         blocks = gated_blocks(model)
         overrides = [b.override for b in blocks]
         set_uniform_sampling(model, False)
         try:
-            logits = model(images)
+            with skipping(model):
+                logits = model(images)
         finally:
             for block, override in zip(blocks, overrides):
                 block.override = override

@@ -108,7 +108,7 @@ def _eval(argv: list[str]) -> int:
     from common.reproduction import provenance, slug
     from common.train import atomic_write_text
 
-    from .evaluation import load_model, markdown, measure, plot_macs_histogram
+    from .evaluation import PRECISIONS, load_model, markdown, measure, plot_macs_histogram, trained_precision
 
     parser = Parser(prog="python -m reproduce eval", description="Measure trained weights: accuracy, MACs, latency.")
     parser.add_argument("model", help="PAPER/NAME (e.g. adanet/adanet20), a dotted class, or auto (a run folder)")
@@ -116,13 +116,19 @@ def _eval(argv: list[str]) -> int:
     parser.add_argument("--data-dir", default=None, help="CIFAR-10 folder; default: the packaged 1,000-image test sample")
     parser.add_argument("--out", default="results/eval", help="folder for the JSON, Markdown and histogram")
     parser.add_argument("--no-latency", action="store_true", help="skip the timing")
+    parser.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
+                        help="auto (default): as the run's recipe trained and evaluated it (bf16 autocast for "
+                             "the mini runs; fp32 for weights without a run.json)")
     args = parser.parse_args(argv)
     if args.data_dir is not None:
         check_local("cifar10", args.data_dir)
     out = _out_dir(args.out)
     model = load_model(args.model, args.weights)
-    data = build_data("cifar10" if args.data_dir else "cifar10-sample", args.data_dir, eval_batch_size=500)
-    measurements = measure(model, data, latency=not args.no_latency)
+    precision = trained_precision(args.weights) if args.precision == "auto" else args.precision
+    # the test batches of training (common.data's eval batch size): real skipping runs each block on the
+    # images of a batch that execute it, so other batches could round a borderline image differently
+    data = build_data("cifar10" if args.data_dir else "cifar10-sample", args.data_dir)
+    measurements = measure(model, data, latency=not args.no_latency, precision=precision)
     label = args.model if args.model != "auto" else f"{type(model).__name__} ({Path(args.weights).name})"
     stem = f"eval-{slug(args.model if args.model != 'auto' else Path(args.weights).name)}"
     ctx = Context("eval", stem, "eval", out, args.data_dir, command=public_command("python -m reproduce eval", argv))

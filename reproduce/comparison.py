@@ -13,7 +13,7 @@ import importlib
 from common.metrics import count_params
 from common.reproduction import Cell, Context
 
-from .evaluation import LATENCY_BATCHES, measure
+from .evaluation import LATENCY_BATCHES, measure, trained_precision
 
 # cheapest rows first: on the mini preset the DY-Graph rows train longest (eager), so they come last
 HEADLINES = ("common.tables", "adanet.tables", "rdinet.tables", "adn.tables", "dygraph.tables")
@@ -47,7 +47,7 @@ def run_methods(ctx: Context) -> list[Cell]:
     cells, points = [], {}
     trained = ctx.full_training or ctx.preset == "mini"  # mini rows compare with each other, not the papers
     for row, run in runs.items():
-        for m in measure(run.model, data):
+        for m in measure(run.model, data, precision=trained_precision(run.directory)):  # as the table's runs
             label = row if m.mode in ("skip", "static") else f"{row} ({m.mode}-net)"
             summary = m.summary()
             cells += [Cell(label, "Top-1", None, m.top1, "%", trained),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from common.reproduction import WEIGHTS_DIR
 
-from .evaluation import LATENCY_BATCHES, Measurement, load_model, measure
+from .evaluation import LATENCY_BATCHES, Measurement, load_model, measure, trained_precision
 
 
 def shipped_runs(weights: Path) -> list[Path]:
@@ -32,14 +32,14 @@ def _row(folder: Path) -> str:
 
 def table(results: list[tuple[str, Measurement]]) -> str:
     """One Markdown row per model and inference mode."""
-    lines = ["| model | mode | top-1 on sample (%) | MACs/image (M) | × ResNet-20 MACs | "
+    lines = ["| model | mode | precision | top-1 on sample (%) | MACs/image (M) | × ResNet-20 MACs | "
              + " | ".join(f"batch {b} (ms) | × static" for b in LATENCY_BATCHES) + " |",
-             "|---|---|---|---|---|" + "---|---|" * len(LATENCY_BATCHES)]
+             "|---|---|---|---|---|---|" + "---|---|" * len(LATENCY_BATCHES)]
     for row, m in results:
         s = m.summary()
         latency = " | ".join(f"{m.latency_ms[b]:.2f} | {s['latency_ratio'][b]:.2f}" for b in LATENCY_BATCHES)
-        lines.append(f"| {row} | {m.mode} | {m.top1:.1f} | {s['macs_mean'] / 1e6:.2f} | {s['macs_fraction']:.3f} | "
-                     f"{latency} |")
+        lines.append(f"| {row} | {m.mode} | {m.precision} | {m.top1:.1f} | {s['macs_mean'] / 1e6:.2f} | "
+                     f"{s['macs_fraction']:.3f} | {latency} |")
     return "\n".join(lines) + "\n"
 
 
@@ -51,11 +51,12 @@ def run_demo(weights: Path, rounds: int = 3, repeats: int = 5) -> list[tuple[str
     if not folders:
         raise FileNotFoundError(f"no trained runs under {weights}: train them with scripts/train_mini.sh, "
                                 f"or point --weights at a folder of run folders")
-    data = build_data("cifar10-sample", eval_batch_size=500)
+    data = build_data("cifar10-sample")
     results = []
     for folder in folders:
         model, row = load_model("auto", str(folder)), _row(folder)
-        for m in measure(model, data, rounds=rounds, repeats=repeats, counted_images=100, progress=False):
+        for m in measure(model, data, rounds=rounds, repeats=repeats, counted_images=100, progress=False,
+                         precision=trained_precision(folder)):
             results.append((row, m))
         print(f"measured {row} ({folder.name})", flush=True)
     return results

@@ -28,10 +28,11 @@ from common.dynamic import expected_macs_of, gated_blocks
 from common.dynamic import decisions as gate_decisions
 from common.dynamic import set_mode as set_gate_mode
 from common.hub import HubBackbone, WeightsError
-from common.metrics import alternating_latency, count_macs, model_macs
+from common.metrics import alternating_latency, count_macs, model_macs, topk_correct
 from common.train import _BAR_INTERVAL
 
 PACKAGES = ("adanet", "rdinet", "dygraph", "adn")
+PRECISIONS = ("fp32", "bf16")
 LATENCY_BATCHES = (1, 64)
 COUNTED_IMAGES = 1000  # images counted one by one for dynamic networks without a decision profile
 
@@ -57,6 +58,15 @@ def load_model(model: str, weights: str) -> nn.Module:
     except (ImportError, AttributeError, ValueError):
         raise WeightsError(f"MODEL {model!r} is neither PAPER/NAME nor an importable class (module.Class).") from None
     return cls.from_pretrained(weights)
+
+
+def trained_precision(weights: str | Path) -> str:
+    """"bf16" or "fp32": the precision a run folder's recipe trained and evaluated it in (its run.json);
+    "fp32" for weights without one."""
+    record = Path(weights) / "run.json"
+    if not record.is_file():
+        return "fp32"
+    return json.loads(record.read_text())["content"]["recipe"].get("precision", "fp32")
 
 
 @dataclass
@@ -96,12 +106,13 @@ class Measurement:
     top1: float
     macs: torch.Tensor               # [N] MACs per image (float64)
     backbone_macs: int
+    precision: str = "fp32"          # "bf16": every number measured under bf16 autocast
     latency_ms: dict[int, float] = field(default_factory=dict)
     backbone_latency_ms: dict[int, float] = field(default_factory=dict)
 
     def summary(self) -> dict:
         """JSON-ready numbers."""
-        return {"mode": self.mode, "top1": self.top1, "macs_mean": float(self.macs.mean()),
+        return {"mode": self.mode, "precision": self.precision, "top1": self.top1, "macs_mean": float(self.macs.mean()),
                 "macs_std": float(self.macs.std()) if len(self.macs) > 1 else 0.0, "images_counted": len(self.macs),
                 "macs_fraction": float(self.macs.mean()) / self.backbone_macs, "backbone_macs": self.backbone_macs,
                 "latency_ms": self.latency_ms, "backbone_latency_ms": self.backbone_latency_ms,
@@ -117,7 +128,7 @@ def _accuracy_and_macs(model: nn.Module, data: DataBundle, size: tuple[int, int,
     for images, labels in tqdm(data.test_loader, desc="accuracy", leave=False, disable=not progress,
                                mininterval=_BAR_INTERVAL, delay=3.0):  # a bar only past a few seconds
         logits = model(data.preprocess(images, train=False))
-        correct += int((logits.argmax(1) == labels).sum())
+        correct += topk_correct(logits, labels, (1,))[1]  # as training counts it: bf16 logits can tie, argmax breaks ties otherwise
         seen += len(labels)
         if gated:
             taken.append(gate_decisions(model).float())
@@ -138,8 +149,17 @@ def _counted_macs(model: nn.Module, data: DataBundle, limit: int, progress: bool
 
 
 def measure(model: nn.Module, data: DataBundle, latency: bool = True, rounds: int = 3, repeats: int = 10,
-            progress: bool = True, counted_images: int = COUNTED_IMAGES) -> list[Measurement]:
-    """Accuracy, MACs per image and latency vs the static backbone, for each inference mode of `model`."""
+            progress: bool = True, counted_images: int = COUNTED_IMAGES, precision: str = "fp32") -> list[Measurement]:
+    """Accuracy, MACs per image and latency vs the static backbone, for each inference mode of `model`, in
+    `precision` ("bf16": under bf16 autocast, as `common.train.evaluate` runs a bf16 recipe's test set)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"Unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}.")
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        return _measure(model, data, latency, rounds, repeats, progress, counted_images, precision)
+
+
+def _measure(model: nn.Module, data: DataBundle, latency: bool, rounds: int, repeats: int, progress: bool,
+             counted_images: int, precision: str) -> list[Measurement]:
     model = model.cpu().eval()
     size = data.input_size
     backbone = static_backbone(model, data.num_classes)
@@ -153,7 +173,7 @@ def measure(model: nn.Module, data: DataBundle, latency: bool = True, rounds: in
                 dynamic = type(model).__name__ == "DYGraphNet"
                 macs = (_counted_macs(model, data, counted_images, progress) if dynamic
                         else torch.tensor([float(model_macs(model, size))], dtype=torch.float64))
-            results.append(Measurement(mode.label, top1, macs, backbone_macs))
+            results.append(Measurement(mode.label, top1, macs, backbone_macs, precision=precision))
         finally:
             mode.leave()
     if latency:
@@ -202,6 +222,8 @@ def markdown(measurements: list[Measurement], title: str) -> str:
         lines.append(f"| {m.mode} | {m.top1:.2f} | {s['macs_mean'] / 1e6:.2f} ± {s['macs_std'] / 1e6:.2f} | "
                      f"{s['macs_fraction']:.3f} | {latency} |")
     backbone = measurements[0]
+    lines += ["", f"Precision: {backbone.precision}" + (" (bf16 autocast, as the run's recipe trained and evaluated it)"
+                                                       if backbone.precision == "bf16" else "") + "."]
     if backbone.backbone_latency_ms:
         lines += ["", "Static backbone: " + ", ".join(f"batch {b} {backbone.backbone_latency_ms[b]:.2f} ms"
                                                      for b in LATENCY_BATCHES)

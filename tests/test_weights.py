@@ -4,12 +4,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import importlib
+
 import pytest
+import torch
 
 from common.data import build_data
+from common.dynamic import gated_blocks
+from common.hub import HubBackbone
+from common.metrics import accuracy
 from common.reproduction import WEIGHTS_DIR
+from common.train import evaluate
 from reproduce.demo import run_demo, shipped_runs, table
-from reproduce.evaluation import load_model, measure
+from reproduce.evaluation import load_model, measure, trained_precision
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = shipped_runs(WEIGHTS_DIR / "mini")
@@ -34,12 +41,39 @@ def test_every_shipped_run_is_in_hub_layout_with_a_card(folder):
 def test_reproduce_eval_on_shipped_weights_gives_the_committed_accuracy_and_macs(path):
     record = json.loads(path.read_text())
     model = load_model(record["model"], str(REPO / record["weights"]))
-    data = build_data("cifar10-sample", eval_batch_size=500)
-    measured = [m.summary() for m in measure(model, data, latency=False, progress=False)]
+    data = build_data("cifar10-sample")
+    precision = record["measurements"][0]["precision"]
+    assert precision == trained_precision(REPO / record["weights"])  # `--precision auto`, as committed
+    measured = [m.summary() for m in measure(model, data, latency=False, progress=False, precision=precision)]
     assert [m["mode"] for m in measured] == [m["mode"] for m in record["measurements"]]
     for ours, committed in zip(measured, record["measurements"]):
         assert ours["top1"] == committed["top1"]
         assert ours["macs_mean"] == committed["macs_mean"]
+
+
+def test_reproduce_eval_counts_top1_as_training_does_when_logits_tie():
+    model = HubBackbone("resnet20_cifar", 10)
+    torch.nn.init.zeros_(model.net.fc.weight)
+    torch.nn.init.zeros_(model.net.fc.bias)  # every logit 0: which tied class is "the" prediction?
+    data = build_data("cifar10-sample", test_limit=50)
+    trained = evaluate(model, data)
+    expected = accuracy(trained["logits"], trained["labels"], (1,))[1]
+    by_argmax = 100 * float((trained["logits"].argmax(1) == trained["labels"]).float().mean())
+    assert expected != by_argmax  # the two tie-breaks pick classes that these 50 images hold unequally
+    assert measure(model, data, latency=False, progress=False)[0].top1 == expected
+
+
+def test_reproduce_eval_of_a_shipped_gated_run_is_its_training_time_evaluation():
+    folder = next(f for f in SHIPPED if gated_blocks(load_model("auto", str(f))))
+    model = load_model("auto", str(folder))
+    method_class = json.loads((folder / "run.json").read_text())["content"]["method"]["class"]
+    module, _, name = method_class.rpartition(".")
+    method = getattr(importlib.import_module(module), name)()
+    data = build_data("cifar10-sample")
+    precision = trained_precision(folder)
+    trained = evaluate(model, data, method, bf16=precision == "bf16")  # what `fit` runs after each epoch
+    ours = measure(model, data, latency=False, progress=False, precision=precision)[0]
+    assert precision == "bf16" and ours.top1 == accuracy(trained["logits"], trained["labels"], (1,))[1]
 
 
 def test_demo_measures_the_static_resnet_first_and_every_shipped_run():
