@@ -46,11 +46,24 @@ def counting_attention():
         torch.backends.mha.set_fastpath_enabled(previous)
 
 
+_COUNTING = [False]
+
+
+def counting() -> bool:
+    """Whether `counted` is counting the current call: code with a faster path that FlopCounterMode cannot see
+    (an elementwise product for a matmul) takes its counted one while this is True."""
+    return _COUNTING[0]
+
+
 def counted(fn, *inputs):
     """(output, MACs) of one call `fn(*inputs)` (a module or any callable): FLOPs / 2, attention counted."""
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counting_attention(), counter:
-        output = fn(*inputs)
+    before, _COUNTING[0] = _COUNTING[0], True
+    try:
+        with torch.no_grad(), counting_attention(), counter:
+            output = fn(*inputs)
+    finally:
+        _COUNTING[0] = before
     return output, counter.get_total_flops() // 2
 
 

@@ -10,7 +10,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from common.backbones import create_backbone
 from common.hub import WeightsError
-from common.metrics import count_macs, count_params, model_macs
+from common.metrics import count_macs, count_params, counted, model_macs
 from common.runs import ModelSpec
 from dygraph import (DAGStage, adjacency, create_model, dag_stages, detection_backbone, executed_nodes,
                      faster_rcnn, list_models, random_dag, set_mode)
@@ -148,6 +148,18 @@ def test_inference_contraction_over_the_bank_equals_masked_mode_and_counts_the_s
     torch.testing.assert_close(fast, masked, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(stage.last_buffer, masked_buffer)
     assert fast_macs == masked_macs
+
+
+@pytest.mark.parametrize("tau", [0.0, 0.5])  # one bmm over the bank per node / edge by edge (removed nodes too)
+def test_bf16_inference_computes_the_counted_matmuls_values_elementwise(tau):
+    stage = tiny_stage(nodes=4, tau_init=tau)
+    set_mode(stage, "skip")
+    x = torch.randn(6, 3, 8, 8)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = stage(x)
+        slow, bf16_macs = counted(stage, x)  # while counting: every sum a bmm, as FlopCounterMode sees it
+    assert fast.dtype == torch.bfloat16 and torch.equal(fast, slow)
+    assert bf16_macs == count_macs(stage, x)  # the same MACs as in float32
 
 
 @pytest.mark.parametrize("tau", [0.0, 0.5])  # every edge open / about half closed (removed nodes too)
