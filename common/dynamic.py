@@ -124,7 +124,7 @@ def set_mode(model: nn.Module, mode: str) -> None:
 
 @contextmanager
 def skipping(model: nn.Module) -> Iterator[None]:
-    """Real skipping inside the block: gated blocks in "masked" (training) mode run in "skip" mode, then go back.
+    """Within the `with` body, gated blocks in "masked" (training) mode run in "skip" mode (real skipping).
 
     Evaluating this way computes what deployment (and `python -m reproduce eval`) computes: in bf16 a
     block run on a subset of the batch can round a borderline image differently from the masked batch.
