@@ -218,13 +218,14 @@ def model_card(record: dict, results: dict, row: str, repo_id: str, bibtex: str 
 
 def upload_run(run_dir: str | Path, staging: str | Path, results: dict, row: str, repo_id: str, bibtex: str = "",
                push: bool = True, private: bool = False) -> str:
-    """Stage a finished run's weights (config.json, model.safetensors) with a model card; upload to `repo_id`."""
+    """Stage a finished run's weights (config.json, model.safetensors, run.json: the recipe it was trained and
+    evaluated with) with a model card; upload to `repo_id`."""
     import shutil
 
     run_dir, staging = Path(run_dir), Path(staging)
     record = json.loads((run_dir / "run.json").read_text())
     staging.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "model.safetensors"):
+    for name in ("config.json", "model.safetensors", "run.json"):
         shutil.copyfile(run_dir / name, staging / name)
     (staging / "README.md").write_text(model_card(record, results, row, repo_id, bibtex))
     if push:
@@ -270,10 +271,11 @@ def weights_folder(source: str | Path) -> Path:
         first = str(error).splitlines()[0] if str(error) else ""
         raise WeightsError(f"{source} is neither a local weights folder nor reachable on the Hub "
                            f"({type(error).__name__}: {first}).") from None
-    try:
-        hf_hub_download(source, "config.json")
-    except (OSError, ValueError, EntryNotFoundError):
-        pass  # weights without a config: the model is built from create_model's arguments alone
+    for optional in ("config.json", "run.json"):  # without a config the model is built from create_model's
+        try:                                         # arguments alone; without run.json eval assumes fp32
+            hf_hub_download(source, optional)
+        except (OSError, ValueError, EntryNotFoundError):
+            pass
     return path.parent
 
 

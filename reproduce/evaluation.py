@@ -27,7 +27,7 @@ from common.data import DataBundle
 from common.dynamic import expected_macs_of, gated_blocks
 from common.dynamic import decisions as gate_decisions
 from common.dynamic import set_mode as set_gate_mode
-from common.hub import HubBackbone, WeightsError
+from common.hub import HubBackbone, WeightsError, weights_folder
 from common.metrics import alternating_latency, count_macs, model_macs, topk_correct
 from common.train import _BAR_INTERVAL
 
@@ -61,9 +61,9 @@ def load_model(model: str, weights: str) -> nn.Module:
 
 
 def trained_precision(weights: str | Path) -> str:
-    """"bf16" or "fp32": the precision a run folder's recipe trained and evaluated it in (its run.json);
-    "fp32" for weights without one."""
-    record = Path(weights) / "run.json"
+    """"bf16" or "fp32": the precision the recipe of a run folder or Hub id trained and evaluated it in (its
+    run.json); "fp32" for weights without one."""
+    record = weights_folder(weights) / "run.json"
     if not record.is_file():
         return "fp32"
     return json.loads(record.read_text())["content"]["recipe"].get("precision", "fp32")

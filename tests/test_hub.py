@@ -114,6 +114,8 @@ def test_model_card_from_results_json_and_run(tmp_path):
     assert "from common.hub import HubBackbone as Model" in card
     assert "/home/me" not in card and str(tmp_path) not in card  # no local paths
     assert (tmp_path / "card" / "model.safetensors").exists()
+    staged = json.loads((tmp_path / "card" / "run.json").read_text())  # eval reads the recipe's precision there
+    assert staged["content"]["recipe"] == json.loads((run.directory / "run.json").read_text())["content"]["recipe"]
     # a row with no accuracy cell: the run's own last test evaluation
     results["cells"] = [{**c, "column": "Params", "unit": "M"} for c in results["cells"]]
     upload_run(run.directory, tmp_path / "card2", results, "ResNet-20", "dynnets/resnet20", push=False)
