@@ -79,11 +79,13 @@ def _forward(model: nn.Module, inputs: torch.Tensor) -> nn.Module:
     return model
 
 
-def evaluate_mode(model: nn.Module, data: DataBundle, mode: str, method: Method) -> dict[str, torch.Tensor]:
-    """Logits, labels (and the method's extras) over the test set with the gates in `mode`."""
+def evaluate_mode(model: nn.Module, data: DataBundle, mode: str, method: Method,
+                  bf16: bool | None = None) -> dict[str, torch.Tensor]:
+    """Logits, labels (and the method's extras) over the test set with the gates in `mode` (bf16 autocast
+    when `bf16`, as `common.train.evaluate`)."""
     set_mode(model, mode)
     try:
-        return evaluate(model, data, method)
+        return evaluate(model, data, method, bf16=bf16)
     finally:
         set_mode(model, "masked")
 

@@ -12,7 +12,7 @@ from common.hub import HubBackbone
 from common.metrics import count_params, model_macs
 from common.reproduction import CIFAR10, MINI_RECIPE, Cell, Context, Target
 from common.runs import ModelSpec, Run
-from common.train import Method, TrainConfig
+from common.train import Method, TrainConfig, uses_bf16
 
 from .experiments import (ANIMALS, CIFAR10_CLASSES, Panel, attack_direction, error, evaluate_mode,
                           execution_probabilities, expected_macs_over, fgsm, forced_macs, jpeg,
@@ -196,9 +196,11 @@ def run_table1(ctx: Context) -> list[Cell]:
     cells += _table1_cells(ctx, static, error(result.evaluation), count_params(result.model),
                            model_macs(result.model, (3, 32, 32)), None, gated=False)
     for row in _gated_names(ctx):
-        model: Adanet = _train_cifar(ctx, row, data, config).model
-        # Only the layers with open gates run ("skip"); expected MACs over the test set's decisions.
-        evaluation = evaluate_mode(model, data, "skip", AdanetMethod())
+        result = _train_cifar(ctx, row, data, config)
+        model: Adanet = result.model
+        # The run's test-set evaluation, as trained (its precision) and deployed (real skipping: only the
+        # layers with open gates run); expected MACs over its decisions.
+        evaluation = result.evaluation
         taken = evaluation["decisions"]
         expected = expected_macs_over(model, model.input_size, taken)
         cells += _table1_cells(ctx, row, error(evaluation), count_params(model), expected.mean,
@@ -206,7 +208,7 @@ def run_table1(ctx: Context) -> list[Cell]:
         # "*": every layer executed, scaled by its expected execution rate (Sec. 4.1).
         rates = execution_probabilities(model, data, RATE_IMAGES[ctx.preset])
         model.set_rates(rates)
-        starred = evaluate_mode(model, data, "scaled", Method())
+        starred = evaluate_mode(model, data, "scaled", Method(), bf16=uses_bf16(config))
         cells += _table1_cells(ctx, f"{row}*", error(starred), count_params(model), scaled_macs(model), 1.0,
                                gated=False)
         overhead = 100 * expected.overhead / float(expected.always + expected.block_macs.sum())
