@@ -159,7 +159,7 @@ DATASET_IDS = {"cifar10": ("uoft-cs/cifar10", "CIFAR-10"), "cifar100": ("uoft-cs
                "imagenet": ("ILSVRC/imagenet-1k", "ImageNet-1k")}
 
 
-def _row_top1(results: dict, row: str) -> float | None:
+def row_top1(results: dict, row: str) -> float | None:
     """The row's test top-1 (%) in a results JSON: its "Top-1" cell, or 100 − its "Error" cell."""
     for cell in results.get("cells", []):
         if cell["row"] == row and cell.get("ours") is not None and cell.get("unit") == "%":
@@ -180,7 +180,7 @@ def model_card(record: dict, results: dict, row: str, repo_id: str, bibtex: str 
     content, prov = record["content"], results["provenance"]
     dataset = content["data"]["name"]
     hub_id, pretty = DATASET_IDS.get(dataset, (dataset, dataset))
-    top1 = _row_top1(results, row)
+    top1 = row_top1(results, row)
     if top1 is None:  # no accuracy cell for the row: the run's own last test evaluation
         top1 = record.get("final", {}).get("test_top1")
     evals = []

@@ -18,6 +18,10 @@ REPO = Path(__file__).resolve().parent.parent
 FILES = ("config.json", "model.safetensors", "run.json", "metrics.jsonl")
 
 
+def _results(stem: str) -> dict:
+    return json.loads((REPO / "results" / f"{stem}.json").read_text())
+
+
 def write_card(destination: Path, record: dict, stem: str, row: str) -> None:
     """The run's model card, from results/<stem>.json, which names the run as `row`."""
     from common.hub import model_card
@@ -26,7 +30,7 @@ def write_card(destination: Path, record: dict, stem: str, row: str) -> None:
         return
     paper = stem.split("-")[0]
     bibtex = REPO / paper / "CITATION.bib"
-    results = json.loads((REPO / "results" / f"{stem}.json").read_text())
+    results = _results(stem)
     card = model_card(record, results, row, f"weights/{destination.parent.name}/{destination.name}",
                       bibtex.read_text() if bibtex.exists() else "")
     (destination / "README.md").write_text(card)
@@ -44,6 +48,7 @@ def referenced_runs(preset: str) -> dict[str, dict[str, str]]:
 
 def main(preset: str) -> int:
     """Copy every finished run that a results file of the preset names into weights/<preset>/."""
+    from common.hub import row_top1
     from common.runs import is_finished
 
     if preset != "mini":
@@ -66,8 +71,12 @@ def main(preset: str) -> int:
                 shutil.copyfile(folder / name, destination / name)
             copied += 1
             print(f"copied {folder.name}")
-        # the card reads the results of the target that trained the run, or of another that names it
-        stem = record["requested_by"]["target"] if record["requested_by"]["target"] in names else next(iter(names))
+        # the card reads the results of the target that trained the run, or else of the first that gives its row
+        # an accuracy (a table rather than a figure of rates), or else of the first that names it
+        stem = record["requested_by"]["target"]
+        if stem not in names:
+            with_accuracy = [s for s, row in names.items() if row_top1(_results(s), row) is not None]
+            stem = (with_accuracy or list(names))[0]
         write_card(destination, record, stem, names[stem])
     print(f"{copied} new run(s) in {target}")
     return 0
