@@ -13,7 +13,7 @@ from common.hub import HubBackbone
 from common.metrics import accuracy, count_params, measure_latency, model_macs
 from common.reproduction import CIFAR10, MINI_DEPTH, MINI_RECIPE, Cell, Context, Target
 from common.runs import ModelSpec, Run
-from common.train import Method, TrainConfig, evaluate
+from common.train import Method, TrainConfig, evaluate, uses_bf16
 
 from .counting import attention_macs, elementwise_ops
 from .method import ADNMethod
@@ -336,7 +336,8 @@ def run_fig3a(ctx: Context) -> list[Cell]:
     cifar_configs = all_configs(3)
     model, result = train_adn(ctx, f"ResNet-{depth}-ADN", depth, config, limits)
     data = ctx.data("cifar10", batch_size=config.batch_size, **limits)
-    evaluation = evaluate(model.to(_device()), data, ADNMethod(eval_configs=tuple(cifar_configs)))
+    evaluation = evaluate(model.to(_device()), data, ADNMethod(eval_configs=tuple(cifar_configs)),
+                          bf16=uses_bf16(config))  # in the precision the run was trained and evaluated in
     model.cpu()
     cifar = {c: (_gmacs(model, (3, 32, 32), c), _top1(evaluation[f"logits_{c}"], evaluation["labels"]))
              for c in cifar_configs}
