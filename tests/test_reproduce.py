@@ -138,7 +138,7 @@ def test_push_to_hub_saves_card_and_uploads_each_trained_row(tmp_path, monkeypat
                                                                     data={"short": "cifar10"})})
     assert cli.main(["fake", "t1", "--preset", "short", "--out", str(tmp_path), "--push-to-hub", "me/fake"]) == 0
     assert uploads == [("create", "me/fake-resnet-20"),
-                       ("upload", "me/fake-resnet-20", ["README.md", "config.json", "model.safetensors"])]
+                       ("upload", "me/fake-resnet-20", ["README.md", "config.json", "model.safetensors", "run.json"])]
     assert "| Net A | 1.728 (1.7) |" in (tmp_path / "hub" / "resnet-20" / "README.md").read_text()
     assert "pushed me/fake-resnet-20" in capsys.readouterr().out
 
