@@ -106,9 +106,9 @@ def _eval(argv: list[str]) -> int:
     """`python -m reproduce eval MODEL --weights DIR_OR_HUB_ID [--data-dir DIR] [--out DIR]`."""
     from common.data import build_data
     from common.reproduction import provenance, slug
-    from common.train import atomic_write_text
+    from common.train import PRECISIONS, atomic_write_text
 
-    from .evaluation import PRECISIONS, load_model, markdown, measure, plot_macs_histogram, trained_precision
+    from .evaluation import load_model, markdown, measure, plot_macs_histogram, trained_precision
 
     parser = Parser(prog="python -m reproduce eval", description="Measure trained weights: accuracy, MACs, latency.")
     parser.add_argument("model", help="PAPER/NAME (e.g. adanet/adanet20), a dotted class, or auto (a run folder)")
@@ -116,7 +116,7 @@ def _eval(argv: list[str]) -> int:
     parser.add_argument("--data-dir", default=None, help="CIFAR-10 folder; default: the packaged 1,000-image test sample")
     parser.add_argument("--out", default="results/eval", help="folder for the JSON, Markdown and histogram")
     parser.add_argument("--no-latency", action="store_true", help="skip the timing")
-    parser.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="auto (default): as the run's recipe trained and evaluated it (bf16 autocast for "
                              "the mini runs; fp32 for weights without a run.json)")
     args = parser.parse_args(argv)

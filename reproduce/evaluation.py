@@ -29,10 +29,9 @@ from common.dynamic import decisions as gate_decisions
 from common.dynamic import set_mode as set_gate_mode
 from common.hub import HubBackbone, WeightsError, weights_folder
 from common.metrics import alternating_latency, count_macs, model_macs, topk_correct
-from common.train import _BAR_INTERVAL
+from common.train import _BAR_INTERVAL, PRECISIONS
 
 PACKAGES = ("adanet", "rdinet", "dygraph", "adn")
-PRECISIONS = ("fp32", "bf16")
 LATENCY_BATCHES = (1, 64)
 COUNTED_IMAGES = 1000  # images counted one by one for dynamic networks without a decision profile
 
@@ -152,8 +151,8 @@ def measure(model: nn.Module, data: DataBundle, latency: bool = True, rounds: in
             progress: bool = True, counted_images: int = COUNTED_IMAGES, precision: str = "fp32") -> list[Measurement]:
     """Accuracy, MACs per image and latency vs the static backbone, for each inference mode of `model`, in
     `precision` ("bf16": under bf16 autocast, as `common.train.evaluate` runs a bf16 recipe's test set)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"Unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}.")
+    if precision not in PRECISIONS or precision == "auto":  # a recipe's "auto" is resolved by trained_precision
+        raise ValueError(f"Unknown precision {precision!r} to measure in; valid: bf16, fp32.")
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
         return _measure(model, data, latency, rounds, repeats, progress, counted_images, precision)
 
