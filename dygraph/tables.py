@@ -171,10 +171,13 @@ def _imagenet_run(ctx: Context, row: str, spec: ModelSpec, config: TrainConfig) 
 
 
 def headline(ctx: Context) -> dict[str, Run]:
-    """DY-Graph (α_b) and static α on the preset's ablation CIFAR ResNet (Table 6 rows): what `reproduce compare` measures."""
-    depth = ABLATION_DEPTH[ctx.preset]
-    return {f"DY-Graph ResNet-{depth}": _train_cifar(ctx, f"ResNet-{depth} α_b (CIFAR-10)", f"resnet{depth}_cifar", "dygraph"),
-            f"static-α ResNet-{depth}": _train_cifar(ctx, f"ResNet-{depth} α (CIFAR-10)", f"resnet{depth}_cifar", "static")}
+    """DY-Graph (α_b), static α and their zero-γ baseline on the preset's ablation CIFAR ResNet (Table 6 rows):
+    what `reproduce compare` measures. The baseline shows what App. 6.1's init alone does to the ResNet."""
+    depth, name = ABLATION_DEPTH[ctx.preset], f"resnet{ABLATION_DEPTH[ctx.preset]}_cifar"
+    return {f"DY-Graph ResNet-{depth}": _train_cifar(ctx, f"ResNet-{depth} α_b (CIFAR-10)", name, "dygraph"),
+            f"static-α ResNet-{depth}": _train_cifar(ctx, f"ResNet-{depth} α (CIFAR-10)", name, "static"),
+            f"ResNet-{depth}, zero-γ init (DY-Graph's baseline)":
+                _train_cifar(ctx, f"ResNet-{depth} baseline (CIFAR-10)", name, None)}
 
 
 def _train_imagenet(ctx: Context, row: str, spec: ModelSpec, config: TrainConfig) -> tuple[float, float]:

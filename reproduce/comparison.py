@@ -39,7 +39,7 @@ def _plot(points: dict[str, dict], path) -> None:
 
 
 def run_methods(ctx: Context) -> list[Cell]:
-    """ResNet-20, Adanet-20, RDI-Net-20, ResNet-20-ADN (super, base), DY-Graph-20 (and static α): one table."""
+    """ResNet-20, Adanet-20, RDI-Net-20, ResNet-20-ADN (super, base), DY-Graph-20 (static α, zero-γ baseline): one table."""
     runs = {}
     for module in HEADLINES:
         runs.update(importlib.import_module(module).headline(ctx))
