@@ -170,6 +170,13 @@ def row_top1(results: dict, row: str) -> float | None:
     return None
 
 
+def _row_cells(cells: list[dict], row: str) -> list[dict]:
+    """The cells of `row`; else of its variants ("ROW (FFF), …" of one run's sub-networks); else every cell."""
+    return ([c for c in cells if c["row"] == row]
+            or [c for c in cells if c["row"].startswith((f"{row} (", f"{row}, "))]
+            or cells)
+
+
 def model_card(record: dict, results: dict, row: str, repo_id: str, bibtex: str = "") -> str:
     """A Hub model card (`huggingface_hub.ModelCard`) for one trained row: model-index results from the
     results JSON and the run, the run key and recipe, the command that reproduces it, BibTeX; no local paths."""
@@ -193,7 +200,7 @@ def model_card(record: dict, results: dict, row: str, repo_id: str, bibtex: str 
     data = ModelCardData(license="mit", library_name="dynnets", tags=["dynnets", results["paper"], "image-classification",
                                                                      f"preset-{results['preset']}"],
                          datasets=[hub_id], model_name=repo_id, eval_results=evals or None)
-    cells = [Cell(**c) for c in results["cells"] if c["row"] == row] or [Cell(**c) for c in results["cells"]]
+    cells = [Cell(**c) for c in _row_cells(results["cells"], row)]
     recipe = json.dumps(content["recipe"], sort_keys=True)
     method = content["method"]
     body = "\n".join([

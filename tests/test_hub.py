@@ -116,6 +116,13 @@ def test_model_card_from_results_json_and_run(tmp_path):
     assert (tmp_path / "card" / "model.safetensors").exists()
     staged = json.loads((tmp_path / "card" / "run.json").read_text())  # eval reads the recipe's precision there
     assert staged["content"]["recipe"] == json.loads((run.directory / "run.json").read_text())["content"]["recipe"]
+    # a run whose rows are its variants (ADN's sub-networks): those rows, not the table's other models
+    results["cells"] = [{**results["cells"][0], "row": "ResNet-20 (FF), CIFAR-10"},
+                        {**results["cells"][0], "row": "ResNet-20 (TT), CIFAR-10"},
+                        {**results["cells"][1], "row": "ResNet-200 (FF)"}]
+    upload_run(run.directory, tmp_path / "card3", results, "ResNet-20", "dynnets/resnet20", push=False)
+    card = (tmp_path / "card3" / "README.md").read_text()
+    assert "ResNet-20 (FF), CIFAR-10" in card and "ResNet-20 (TT), CIFAR-10" in card and "ResNet-200" not in card
     # a row with no accuracy cell: the run's own last test evaluation
     results["cells"] = [{**c, "column": "Params", "unit": "M"} for c in results["cells"]]
     upload_run(run.directory, tmp_path / "card2", results, "ResNet-20", "dynnets/resnet20", push=False)
