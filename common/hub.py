@@ -218,7 +218,10 @@ def model_card(record: dict, results: dict, row: str, repo_id: str, bibtex: str 
         f"{json.dumps(content['model']['kwargs'])}",
         f"- Method: `{method['class']}` {json.dumps(method['hparams'], sort_keys=True)}",
         f"- Recipe: `{recipe}`",
-        f"- Data: {pretty} (`{hub_id}`), fingerprint `{content['data']['fingerprint']}`", "",
+        f"- Data: {pretty} (`{hub_id}`), fingerprint `{content['data']['fingerprint']}`",
+    ] + ([f"- Trained on the CPU with {record['cpu_threads']} torch thread(s) (`--threads {record['cpu_threads']}`): "
+          "the weights' last bits depend on it"] if record.get("cpu_threads") else []) + [
+        "",
     ] + (["## Citation", "", "```bibtex", bibtex.strip(), "```", ""] if bibtex else []))
     return str(ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n{{ body }}\n", body=body))
 

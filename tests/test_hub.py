@@ -111,6 +111,8 @@ def test_model_card_from_results_json_and_run(tmp_path):
     assert "| ResNet-20 | 8.9 (8.75) |" in card and "ResNet-32" not in card  # this row's cells only
     assert "python -m reproduce baselines cifar10-resnet --preset short" in card and run.key in card
     assert "@article{he2016}" in card and "license: mit" in card
+    threads = json.loads((run.directory / "run.json").read_text())["cpu_threads"]
+    assert threads and f"`--threads {threads}`" in card  # a CPU run reproduces bit for bit only at its count
     assert "from common.hub import HubBackbone as Model" in card
     assert "/home/me" not in card and str(tmp_path) not in card  # no local paths
     assert (tmp_path / "card" / "model.safetensors").exists()
