@@ -18,16 +18,25 @@ from common.reproduction import WEIGHTS_DIR
 from .evaluation import LATENCY_BATCHES, Measurement, load_model, measure, trained_precision
 
 
+BASELINE_TARGET = "baselines-cifar10-resnet-mini"  # the plain ResNet-20 every paper's mini rows compare with
+
+
+def _requested_by(folder: Path) -> dict:
+    """The row and results target a run was trained for (its run.json), e.g. {"row": "Adanet 20", …}."""
+    return json.loads((folder / "run.json").read_text()).get("requested_by", {})
+
+
 def shipped_runs(weights: Path) -> list[Path]:
-    """Run folders with weights under `weights`, the static ResNet first."""
+    """Run folders with weights under `weights`: the baseline ResNet-20 first, then folder order."""
     folders = sorted(p.parent for p in weights.glob("*/model.safetensors"))
-    return sorted(folders, key=lambda p: not p.name.startswith("resnet"))
+    return sorted(folders, key=lambda p: _requested_by(p).get("target") != BASELINE_TARGET)
 
 
 def _row(folder: Path) -> str:
-    """The row a run was trained for (its run.json), e.g. "Adanet 20"."""
-    record = json.loads((folder / "run.json").read_text())
-    return record.get("requested_by", {}).get("row") or folder.name
+    """The run's row, and the results target that asked for it where that is not the baseline table."""
+    requested = _requested_by(folder)
+    row, target = requested.get("row") or folder.name, requested.get("target")
+    return row if target in (None, BASELINE_TARGET) else f"{row} [{target}]"
 
 
 def table(results: list[tuple[str, Measurement]]) -> str:
