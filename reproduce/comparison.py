@@ -24,16 +24,18 @@ def _plot(points: dict[str, dict], path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for label, p in points.items():
-        for ax, x in ((left, p["macs"]), (right, p["latency"])):
-            ax.scatter([x], [p["top1"]], s=40)
-            ax.annotate(label, (x, p["top1"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6))
+    markers = "os^Dv<>pPX*h"
+    for index, (label, p) in enumerate(points.items()):  # one colour and marker per row, named in one legend
+        style = {"color": f"C{index % 10}", "marker": markers[index % len(markers)], "s": 45}
+        left.scatter([p["macs"]], [p["top1"]], label=label, **style)
+        right.scatter([p["latency"]], [p["top1"]], **style)
     left.set(xlabel="MACs per image (M), mean over the test set", ylabel="CIFAR-10 top-1 (%)",
              title="accuracy vs expected MACs")
     right.set(xlabel=f"CPU latency at batch {LATENCY_BATCHES[-1]} (ms), real skipping", ylabel="CIFAR-10 top-1 (%)",
               title="accuracy vs measured latency")
-    fig.tight_layout()
+    fig.legend(loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
