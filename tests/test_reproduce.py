@@ -348,3 +348,18 @@ def test_compare_latency_is_an_alias_and_records_ratio_beside_macs_fraction(monk
         assert ratio["ours"] == pytest.approx(cells[(label, f"cpu batch {batch} ms")]["ours"] / static_ms)
         assert ratio["timing"] and ratio["ours"] > 0 and "CPU threads" in ratio["note"]
         assert 1.0 < macs["ours"] < 1.05 and not macs["timing"]   # all edges open: backbone + aggregation + routers
+
+
+def test_compare_figure_draws_every_row_in_both_panels(tmp_path, monkeypatch):
+    from reproduce import comparison
+
+    drawn = []
+    import matplotlib.axes
+    real_scatter = matplotlib.axes.Axes.scatter
+    monkeypatch.setattr(matplotlib.axes.Axes, "scatter",
+                        lambda ax, x, y, **kw: drawn.append((x[0], y[0])) or real_scatter(ax, x, y, **kw))
+    points = {"ResNet-20": {"top1": 88.5, "macs": 40.5, "latency": 16.7},
+              "Adanet 20": {"top1": 84.9, "macs": 24.4, "latency": 14.0}}
+    comparison._plot(points, tmp_path / "figure.png")
+    assert (tmp_path / "figure.png").stat().st_size > 0
+    assert sorted(drawn) == [(14.0, 84.9), (16.7, 88.5), (24.4, 84.9), (40.5, 88.5)]
