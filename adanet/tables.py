@@ -315,14 +315,19 @@ def run_fig3(ctx: Context) -> list[Cell]:
         down = torch.tensor(result.model.downsampling())
         third = taken.shape[1] // 3
         spread = matrix.std(dim=0)  # variation between classes, per layer
+        probs = result.evaluation["probs"]  # P(execute) = softmax(β)[execute], Eq. (6) without the noise
+        undecided = ((probs > 0.2) & (probs < 0.8)).float()
         panels.append(Panel(f"{row}: execution rate per layer and class (▼ downsampling)", matrix, down.tolist()))
         trained = ctx.full_training
         cells += [Cell(row, "Mean rate", None, float(taken.mean()), "", trained),
                   Cell(row, "Downsampling layers' rate", None, float(taken[:, down].mean()), "", trained),
                   Cell(row, "Other layers' rate", None, float(taken[:, ~down].mean()), "", trained),
                   Cell(row, "Class spread, first third", None, float(spread[:third].nanmean()), "std", trained),
-                  Cell(row, "Class spread, last third", None, float(spread[-third:].nanmean()), "std", trained)]
-        ctx.extra[row] = {"rates_by_class": matrix.tolist()}
+                  Cell(row, "Class spread, last third", None, float(spread[-third:].nanmean()), "std", trained),
+                  Cell(row, "Undecided gates", None, 100 * float(undecided.mean()), "%", trained,
+                       "share of (test image, layer) pairs with 0.2 < P(execute) < 0.8: there the argmax at test "
+                       "time and the gate sampled in training often disagree")]
+        ctx.extra[row] = {"rates_by_class": matrix.tolist(), "undecided_per_layer": undecided.mean(0).tolist()}
     plot_heatmaps(panels, ctx.figure_path("fig3"), CIFAR10_CLASSES)
     return cells
 
