@@ -358,8 +358,8 @@ def test_compare_figure_draws_every_row_in_both_panels(tmp_path, monkeypatch):
     real_scatter = matplotlib.axes.Axes.scatter
     monkeypatch.setattr(matplotlib.axes.Axes, "scatter",
                         lambda ax, x, y, **kw: drawn.append((x[0], y[0])) or real_scatter(ax, x, y, **kw))
-    points = {"ResNet-20": {"top1": 88.5, "macs": 40.5, "latency": 16.7},
-              "Adanet 20": {"top1": 84.9, "macs": 24.4, "latency": 14.0}}
+    points = {"ResNet-20": {"top1": 88.5, "macs": 40.5, "latency": 1.0},
+              "Adanet 20": {"top1": 84.9, "macs": 24.4, "latency": 0.85}}
     comparison._plot(points, tmp_path / "figure.png")
     assert (tmp_path / "figure.png").stat().st_size > 0
-    assert sorted(drawn) == [(14.0, 84.9), (16.7, 88.5), (24.4, 84.9), (40.5, 88.5)]
+    assert sorted(drawn) == [(0.85, 84.9), (1.0, 88.5), (24.4, 84.9), (40.5, 88.5)]
