@@ -33,7 +33,7 @@ def _plot(points: dict[str, dict], path) -> None:
     left.set(xlabel="MACs per image (M), mean over the test set", ylabel="CIFAR-10 top-1 (%)",
              title="accuracy vs expected MACs")
     right.axvline(1.0, color="0.7", lw=0.8, ls="--")
-    right.set(xlabel=f"CPU time at batch {LATENCY_BATCHES[-1]}, × its static ResNet (real skipping, alternating rounds)",
+    right.set(xlabel=f"CPU time at batch {LATENCY_BATCHES[-1]} (× static ResNet, same rounds)",
               ylabel="CIFAR-10 top-1 (%)",
               title="accuracy vs measured latency")
     fig.legend(loc="lower center", ncol=3, fontsize=8, frameon=False)
