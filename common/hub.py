@@ -200,7 +200,8 @@ def model_card(record: dict, results: dict, row: str, repo_id: str, bibtex: str 
     data = ModelCardData(license="mit", library_name="dynnets", tags=["dynnets", results["paper"], "image-classification",
                                                                      f"preset-{results['preset']}"],
                          datasets=[hub_id], model_name=repo_id, eval_results=evals or None)
-    cells = [Cell(**c) for c in _row_cells(results["cells"], row)]
+    # timings describe the machine that measured them, not the weights: `reproduce eval` measures them anywhere
+    cells = [Cell(**c) for c in _row_cells(results["cells"], row) if not c.get("timing")]
     recipe = json.dumps(content["recipe"], sort_keys=True)
     method = content["method"]
     body = "\n".join([
@@ -208,6 +209,8 @@ def model_card(record: dict, results: dict, row: str, repo_id: str, bibtex: str 
         f"Row **{row}** of **{results['title']}**, trained by `dynnets` with the "
         f"`{results['preset']}` preset.", "",
         markdown_table(cells, preset=results["preset"]),
+        "Accuracy, MACs and CPU latency against the static backbone on your machine: "
+        f"`python -m reproduce eval {module}.{name} --weights {repo_id}`.", "",
         "## Load", "", "```python", f"from {module} import {name} as Model",
         f"model = Model.from_pretrained('{repo_id}')", "```", "",
         "## Reproduce", "", "```bash", prov["command"], "```", "",

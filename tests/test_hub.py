@@ -95,7 +95,9 @@ def test_model_card_from_results_json_and_run(tmp_path):
                "cells": [{"row": "ResNet-20", "column": "Error", "paper": 8.75, "ours": 8.9, "unit": "%",
                           "comparable": True, "note": ""},
                          {"row": "ResNet-32", "column": "Error", "paper": 7.51, "ours": 7.9, "unit": "%",
-                          "comparable": True, "note": ""}],
+                          "comparable": True, "note": ""},
+                         {"row": "ResNet-20", "column": "CPU batch 1", "paper": None, "ours": 3.25, "unit": "ms",
+                          "comparable": True, "note": "", "timing": True}],
                "provenance": {"command": "python -m reproduce baselines cifar10-resnet --preset short",
                               "commit": "abc", "dirty": False, "device": "cuda: H100", "seed": 0,
                               "data": {"cifar10": "/home/me/secret/cifar10 (sha256 1234)"}}}
@@ -114,6 +116,8 @@ def test_model_card_from_results_json_and_run(tmp_path):
     threads = json.loads((run.directory / "run.json").read_text())["cpu_threads"]
     assert threads and f"`--threads {threads}`" in card  # a CPU run reproduces bit for bit only at its count
     assert "from common.hub import HubBackbone as Model" in card
+    assert "CPU batch 1" not in card and "3.25" not in card  # timings describe the machine, not the weights
+    assert "python -m reproduce eval common.hub.HubBackbone --weights dynnets/resnet20" in card
     assert "/home/me" not in card and str(tmp_path) not in card  # no local paths
     assert (tmp_path / "card" / "model.safetensors").exists()
     staged = json.loads((tmp_path / "card" / "run.json").read_text())  # eval reads the recipe's precision there
