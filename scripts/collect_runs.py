@@ -4,8 +4,9 @@
 
 Only runs that a results file of the preset names are shipped (a run of an earlier recipe is not). Each
 run keeps its Hub layout (config.json, model.safetensors), run.json (the key's content),
-metrics.jsonl and a model card (README.md, from a results file that names it: the target that trained
-it where that file exists); checkpoints are not copied. Targets reuse these runs by key on any clone.
+metrics.jsonl and a model card (README.md, from a results file that names it: the paper target that
+trained it where that file exists, never the cross-paper comparison where a paper target names it);
+checkpoints are not copied. Targets reuse these runs by key on any clone.
 """
 from __future__ import annotations
 
@@ -23,10 +24,12 @@ def _results(stem: str) -> dict:
 
 
 def write_card(destination: Path, record: dict, stem: str, row: str) -> None:
-    """The run's model card, from results/<stem>.json, which names the run as `row`."""
+    """The run's model card, from results/<stem>.json, which names the run as `row`; an existing card is kept
+    unless it came from the cross-paper comparison and a paper target now names the run."""
     from common.hub import model_card
 
-    if (destination / "README.md").exists():
+    existing = destination / "README.md"
+    if existing.exists() and (stem.startswith("compare-") or "python -m reproduce compare " not in existing.read_text()):
         return
     paper = stem.split("-")[0]
     bibtex = REPO / paper / "CITATION.bib"
@@ -71,12 +74,14 @@ def main(preset: str) -> int:
                 shutil.copyfile(folder / name, destination / name)
             copied += 1
             print(f"copied {folder.name}")
-        # the card reads the results of the target that trained the run, or else of the first that gives its row
-        # an accuracy (a table rather than a figure of rates), or else of the first that names it
+        # the card reads the results of the paper target that trained the run, or else of the first paper target
+        # that gives its row an accuracy (a table rather than a figure of rates), or else of the first that names
+        # it: the cross-paper comparison only where no paper target does (a card cites its paper)
         stem = record["requested_by"]["target"]
-        if stem not in names:
-            with_accuracy = [s for s, row in names.items() if row_top1(_results(s), row) is not None]
-            stem = (with_accuracy or list(names))[0]
+        if stem not in names or stem.startswith("compare-"):
+            own = [s for s in names if not s.startswith("compare-")] or list(names)
+            with_accuracy = [s for s in own if row_top1(_results(s), names[s]) is not None]
+            stem = (with_accuracy or own)[0]
         write_card(destination, record, stem, names[stem])
     print(f"{copied} new run(s) in {target}")
     return 0
