@@ -223,7 +223,9 @@ def model_card(record: dict, results: dict, row: str, repo_id: str, bibtex: str 
         f"- Recipe: `{recipe}`",
         f"- Data: {pretty} (`{hub_id}`), fingerprint `{content['data']['fingerprint']}`",
     ] + ([f"- Trained on the CPU with {record['cpu_threads']} torch thread(s) (`--threads {record['cpu_threads']}`): "
-          "the weights' last bits depend on it"] if record.get("cpu_threads") else []) + [
+          "the weights' last bits depend on it"] if record.get("cpu_threads") else
+         ["- The run predates the record of its CPU thread count: a CPU rerun gives these weights bit for bit "
+          "only at the thread count it trained with"] if prov["device"].startswith("cpu") else []) + [
         "",
     ] + (["## Citation", "", "```bibtex", bibtex.strip(), "```", ""] if bibtex else []))
     return str(ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n{{ body }}\n", body=body))

@@ -134,6 +134,14 @@ def test_model_card_from_results_json_and_run(tmp_path):
     upload_run(run.directory, tmp_path / "card2", results, "ResNet-20", "dynnets/resnet20", push=False)
     parsed = ModelCard((tmp_path / "card2" / "README.md").read_text()).data.to_dict()
     assert parsed["model-index"][0]["results"][0]["metrics"][0]["value"] == round(run.history[-1]["test_top1"], 2)
+    # a CPU run from before run.json recorded its thread count: the card says the count matters, names none
+    record = json.loads((run.directory / "run.json").read_text())
+    del record["cpu_threads"]
+    (run.directory / "run.json").write_text(json.dumps(record))
+    results["provenance"]["device"] = "cpu: x86_64, 2 cores"
+    upload_run(run.directory, tmp_path / "card4", results, "ResNet-20", "dynnets/resnet20", push=False)
+    card = (tmp_path / "card4" / "README.md").read_text()
+    assert "predates the record of its CPU thread count" in card and "Trained on the CPU with" not in card
 
 
 # ------------------------------------------------------------------ broken weights: one WeightsError each
