@@ -8,7 +8,8 @@
 # Stop: pkill -TERM -f "bash scripts/train_mini.sh"; pkill -TERM -f "python -m reproduce" (the scripts first,
 # or a lane starts its next target; SIGINT does not reach background jobs). Each run keeps its last epoch.
 # A killed run continues where it stopped on the next call (--resume); two lanes never train the same
-# run (the run layer locks it: a lane that needs a run the other is training waits for it).
+# run (the run layer locks it: a lane that needs a run the other is training waits for it). A target whose
+# results/<paper>-<target>-mini.json exists is skipped: delete that file to run it again.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 data=${1:?usage: train_mini.sh CIFAR10_DIR [LANES]}
@@ -21,15 +22,22 @@ export MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296
 # ablations. `compare methods` follows ADN-20 in lane 1: it needs every headline row, and a lane that
 # reaches a run the other is training waits for it, so it goes where the wait is shortest (it trains a
 # DY-Graph row itself if lane 2 has not started it), then the DY-Graph targets that only reuse its runs, so that
-# lane 2 goes on with RDI-Net's runs. `compare methods` times models while the other lane trains:
+# lane 2 goes on with RDI-Net's runs. A target trains its runs one after another, and a lane that reaches a run
+# the other lane is training waits for it, so the RDI-Net targets are split between the lanes (fig7's sweep in
+# lane 1), or one lane would idle for days. `compare methods` times models while the other lane trains:
 # rerun it on an idle machine for its latency columns (its accuracy and MACs do not change).
 lane1=("baselines cifar10-resnet" "adanet table1" "adn fig3a" "compare methods" "dygraph table1"
-       "dygraph fig-edges" "adn fig3b" "adn table1" "adn table3" "adanet fig3" "adanet fig4" "adanet fig6"
-       "adanet fig7" "adanet fig8")
-lane2=("dygraph table6" "rdinet fig9" "rdinet fig5" "rdinet table2" "rdinet table3" "rdinet fig7")
+       "dygraph fig-edges" "adn fig3b" "adn table1" "adanet fig3" "adanet fig4" "adanet fig6" "adanet fig7"
+       "adanet fig8" "adn table3" "rdinet fig7")
+lane2=("dygraph table6" "rdinet fig9" "rdinet fig5" "rdinet table2" "rdinet table3")
 
 run_lane() {
     for target in "$@"; do
+        written="results/${target// /-}-mini.json"
+        if [ -f "$written" ]; then  # its runs are finished: rerunning would only rewrite provenance (and timings)
+            echo "== $target: $written exists, skipped (delete it to rerun the target)"
+            continue
+        fi
         echo "== $target $(date -u +%H:%M:%S) (--threads $threads)"
         uv run python -m reproduce $target --preset mini --data-dir "$data" --out results --resume \
             --threads "$threads" || echo "!! $target failed"
