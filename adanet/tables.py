@@ -93,6 +93,8 @@ IMAGENET_RECIPES = {
 }
 IMAGENET_METHOD = {"variant": "paper", "lam": 2.0, "target": imagenet_targets(0.6), "leave_out_full": True}
 
+# Fig. 3's diagnostic (ours, not the paper's): a gate whose P(execute) lies in this open interval is "undecided".
+UNDECIDED = (0.2, 0.8)
 LATENCY_RATE = 0.6
 LATENCY_REPEATS = {"smoke": (2, 5, 3), "mini": (5, 20, 5), "short": (5, 20, 5), "paper": (5, 20, 5)}  # (warm-up, repeats, rounds)
 
@@ -317,7 +319,7 @@ def run_fig3(ctx: Context) -> list[Cell]:
         third = taken.shape[1] // 3
         spread = matrix.std(dim=0)  # variation between classes, per layer
         probs = result.evaluation["probs"]  # P(execute) = softmax(β)[execute], Eq. (6) without the noise
-        undecided = ((probs > 0.2) & (probs < 0.8)).float()
+        undecided = ((probs > UNDECIDED[0]) & (probs < UNDECIDED[1])).float()
         panels.append(Panel(f"{row}: execution rate per layer and class (▼ downsampling)", matrix, down.tolist()))
         trained = ctx.full_training
         cells += [Cell(row, "Mean rate", None, float(taken.mean()), "", trained),
@@ -326,8 +328,8 @@ def run_fig3(ctx: Context) -> list[Cell]:
                   Cell(row, "Class spread, first third", None, float(spread[:third].nanmean()), "std", trained),
                   Cell(row, "Class spread, last third", None, float(spread[-third:].nanmean()), "std", trained),
                   Cell(row, "Undecided gates", None, 100 * float(undecided.mean()), "%", trained,
-                       "share of (test image, layer) pairs with 0.2 < P(execute) < 0.8: there the argmax at test "
-                       "time and the gate sampled in training often disagree")]
+                       f"share of (test image, layer) pairs with {UNDECIDED[0]} < P(execute) < {UNDECIDED[1]}: there "
+                       "the argmax at test time and the gate sampled in training often disagree")]
         ctx.extra[row] = {"rates_by_class": matrix.tolist(), "undecided_per_layer": undecided.mean(0).tolist()}
     plot_heatmaps(panels, ctx.figure_path("fig3"), CIFAR10_CLASSES)
     return cells

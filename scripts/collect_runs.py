@@ -23,13 +23,18 @@ def _results(stem: str) -> dict:
     return json.loads((REPO / "results" / f"{stem}.json").read_text())
 
 
+def _is_comparison(stem: str) -> bool:
+    """A results file of the cross-paper comparison (which cites no paper), not of a paper's target."""
+    return stem.startswith("compare-")
+
+
 def write_card(destination: Path, record: dict, stem: str, row: str) -> None:
     """The run's model card, from results/<stem>.json, which names the run as `row`; an existing card is kept
     unless it came from the cross-paper comparison and a paper target now names the run."""
     from common.hub import model_card
 
     existing = destination / "README.md"
-    if existing.exists() and (stem.startswith("compare-") or "python -m reproduce compare " not in existing.read_text()):
+    if existing.exists() and (_is_comparison(stem) or "python -m reproduce compare " not in existing.read_text()):
         return
     paper = stem.split("-")[0]
     bibtex = REPO / paper / "CITATION.bib"
@@ -78,8 +83,8 @@ def main(preset: str) -> int:
         # that gives its row an accuracy (a table rather than a figure of rates), or else of the first that names
         # it: the cross-paper comparison only where no paper target does (a card cites its paper)
         stem = record["requested_by"]["target"]
-        if stem not in names or stem.startswith("compare-"):
-            own = [s for s in names if not s.startswith("compare-")] or list(names)
+        if stem not in names or _is_comparison(stem):
+            own = [s for s in names if not _is_comparison(s)] or list(names)
             with_accuracy = [s for s in own if row_top1(_results(s), names[s]) is not None]
             stem = (with_accuracy or own)[0]
         write_card(destination, record, stem, names[stem])
