@@ -62,6 +62,7 @@ class Context:
     push_to_hub: str | None = None
     restart: bool = False
     deadline: float | None = None  # `reproduce campaign --budget-minutes`: no run starts after it
+    wait_busy: bool = True         # False (`reproduce campaign`): a run another process trains raises RunBusy
     compile: bool | None = None    # --compile / --no-compile: every trained row compiles, or none; None: its recipe's
     tensorboard: bool = False      # --tensorboard: every trained row logs to TensorBoard in its run folder
     command: str = ""
@@ -94,7 +95,8 @@ class Context:
                          tensorboard=config.tensorboard or self.tensorboard)
         run = train_run(row, spec, data, config, method or Method(), self.runs_root, seed=self.seed,
                         resume=self.resume, restart=self.restart, requested_by={"target": self.stem},
-                        shared=(WEIGHTS_DIR / self.preset,), deadline=self.deadline)
+                        shared=(WEIGHTS_DIR / self.preset,), deadline=self.deadline,
+                        wait=self.wait_busy)
         self.runs[row] = run
         return run
 

@@ -16,7 +16,8 @@ refused. A run trained on the CPU also records torch's thread count (`cpu_thread
 reductions split, hence the weights' last bits, so a run resumes only with the count it started with.
 Every RNG is seeded from the key (which holds `--seed`) before the model is built, and again when the
 run returns, so a row never depends on which rows ran before it or on whether it was trained now or
-reused.
+reused. One process trains a run at a time: its folder is locked while it trains, and another process
+that asks for it waits, or with `wait=False` gets `RunBusy` and can do other work first.
 """
 from __future__ import annotations
 
@@ -170,14 +171,22 @@ def _write_json(record: dict, path: Path) -> None:
     atomic_write_text(json.dumps(record, indent=2) + "\n", path)
 
 
+class RunBusy(RuntimeError):
+    """Another process is training the run asked for (raised by `train(..., wait=False)`)."""
+
+
 @contextmanager
-def _locked(path: Path):
-    """Hold an exclusive lock on `path` (waiting for another holder) while the block runs."""
+def _locked(path: Path, busy: str | None = None):
+    """Hold an exclusive lock on `path` while the block runs: wait for another holder, or raise
+    `RunBusy(busy)` where `busy` is given."""
     import fcntl
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX if busy is None else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunBusy(busy) from None
         yield
 
 
@@ -247,14 +256,16 @@ def _load_weights(model: nn.Module, directory: Path) -> None:
 
 def train(row: str, spec: ModelSpec, data: DataBundle, config: TrainConfig, method: Method, root: Path,
           seed: int = 0, resume: bool = False, restart: bool = False, requested_by: dict | None = None,
-          progress: bool = True, shared: tuple[Path, ...] = (), deadline: float | None = None) -> Run:
+          progress: bool = True, shared: tuple[Path, ...] = (), deadline: float | None = None,
+          wait: bool = True) -> Run:
     """Train the run these arguments name, or reuse it when it is finished; see the module docstring.
 
     `shared`: read-only folders of finished runs (the weights committed in the repository) that are
     searched for the key before `root`. `deadline` (a `time.time()`): no run starts after it, and a
     running one stops at an epoch boundary past it (`BudgetExhausted`; it continues on the next call).
     Concurrent processes (`reproduce campaign --jobs K`) never train the same key twice: each run
-    folder is locked while it trains.
+    folder is locked while it trains. A process that asks for a run another is training waits for it,
+    or with `wait=False` raises `RunBusy` at once.
     """
     from .hub import HubModel
 
@@ -280,7 +291,8 @@ def train(row: str, spec: ModelSpec, data: DataBundle, config: TrainConfig, meth
     else:
         if deadline is not None and time.time() > deadline:
             raise BudgetExhausted(f"{row}: the budget ran out before this run started.")
-        with _locked(root / ".locks" / f"{folder}.lock"):
+        busy = None if wait else f"{row}: another process is training {directory}"
+        with _locked(root / ".locks" / f"{folder}.lock", busy):
             if is_finished(directory):  # another process finished it while this one waited for the lock
                 return train(row, spec, data, config, method, root, seed, resume, restart, requested_by, progress,
                              shared)
@@ -290,5 +302,5 @@ def train(row: str, spec: ModelSpec, data: DataBundle, config: TrainConfig, meth
     return run
 
 
-__all__ = ["BudgetExhausted", "ModelSpec", "Run", "RunError", "TrainingError", "train", "run_content", "run_key",
+__all__ = ["BudgetExhausted", "ModelSpec", "Run", "RunBusy", "RunError", "TrainingError", "train", "run_content", "run_key",
            "is_finished"]

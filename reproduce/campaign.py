@@ -4,9 +4,12 @@ Every CIFAR target, headline rows first, run within a time budget: their distinc
 key, however many targets share it) train until the budget runs out; a run cut short keeps its
 epoch checkpoint. Finished runs are files, so the next call (or the next session, or a new lease of
 a GPU) continues where this one stopped, and every target whose runs are all finished writes its
-results from them. With `--jobs K`, K processes share the target list and one device; a run folder
-is locked while it trains, so no key is trained twice. `campaign-<preset>.json` records what each
-call trained, reused and wrote.
+results from them. With `--jobs K`, K processes share the target list and one device: a run folder
+is locked while it trains, so no key is trained twice, and a process that reaches a run another one
+is training puts that target at the back of its queue and goes on with the next (it waits only
+when every target it has left is busy). `--skip-written` leaves out targets whose results exist;
+`--then CMD` runs a shell command after each results file is written. `campaign-<preset>.json`
+records what each call trained, reused and wrote.
 """
 from __future__ import annotations
 
@@ -14,9 +17,11 @@ import json
 import subprocess
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 from common.reproduction import Context, write_results
+from common.runs import RunBusy
 from common.train import BudgetExhausted, atomic_write_text
 
 # Headline rows first: the tables whose runs the figures and other tables reuse.
@@ -27,29 +32,50 @@ ORDER = ["baselines/cifar10-resnet", "adanet/table1", "rdinet/table2", "dygraph/
 
 
 def run_campaign(targets: list[str], preset: str, out: Path, data_dir: str | None, seed: int,
-                 budget_minutes: float | None, command: str, threads: int | None = None) -> dict:
-    """Run `targets` in order within the budget; what trained, what was reused, what was written."""
+                 budget_minutes: float | None, command: str, threads: int | None = None,
+                 skip_written: bool = False, then: str | None = None) -> dict:
+    """Run `targets` in order within the budget, a busy one later; what trained, was reused, was written."""
     from .cli import targets as paper_targets
 
     deadline = None if budget_minutes is None else time.time() + 60 * budget_minutes
-    summary = {"preset": preset, "command": command, "trained": [], "reused": [], "written": [], "pending": []}
-    for name in targets:
+    summary = {"preset": preset, "command": command, "trained": [], "reused": [], "written": [], "pending": [],
+               "skipped": []}
+    queue, busy_in_a_row = deque(targets), 0
+    while queue:
+        name = queue.popleft()
         paper, target_name = name.split("/")
         target = paper_targets(paper)[target_name]
+        everything_busy = busy_in_a_row > len(queue)  # since the last progress, every target left was busy
         ctx = Context(paper, target_name, preset, out, data_dir, resume=True, seed=seed,
                       command=f"python -m reproduce {paper} {target_name} --preset {preset} --out {out}"
                               + (f" --data-dir {data_dir}" if data_dir else "")
-                              + (f" --threads {threads}" if threads is not None else ""), deadline=deadline)
+                              + (f" --threads {threads}" if threads is not None else ""), deadline=deadline,
+                      wait_busy=everything_busy)
+        if skip_written and (out / f"{ctx.stem}.json").exists():
+            print(f"campaign: {name} skipped: {out / ctx.stem}.json exists (delete it to run the target again)")
+            summary["skipped"].append(name)
+            continue
         try:
             cells = target.run(ctx)
         except BudgetExhausted as stop:
             print(f"campaign: {name} waits for the next call ({stop})")
             summary["pending"].append(name)
+            busy_in_a_row = 0
+        except RunBusy as busy:
+            print(f"campaign: {name} goes to the back of the queue ({busy})")
+            queue.append(name)
+            busy_in_a_row += 1
         else:
             json_path, _ = write_results(ctx, target, cells)
             summary["written"].append(json_path.name)
+            busy_in_a_row = 0
+            if then and (code := subprocess.run(then, shell=True).returncode):
+                print(f"campaign: --then {then!r} exited with {code}")
         for row, run in ctx.runs.items():
             summary["reused" if run.reused else "trained"].append(f"{run.directory.name} ({name}: {row})")
+    # a target put back reuses on its next turn what it trained or reused before: list each run once
+    trained = {entry.split(" ")[0] for entry in summary["trained"]}
+    summary["reused"] = list(dict.fromkeys(e for e in summary["reused"] if e.split(" ")[0] not in trained))
     return summary
 
 
@@ -65,6 +91,9 @@ def main(argv: list[str], parser_cls) -> int:
     parser.add_argument("--out", default="results")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-written", action="store_true",
+                        help="leave out every target whose results JSON of this preset is in --out (delete it to rerun)")
+    parser.add_argument("--then", default=None, metavar="CMD", help="a shell command to run after each results file")
     parser.add_argument("--threads", type=threads_arg, default=None,
                         help="torch CPU threads of each job (default: one per core; on a CPU give cores/jobs)")
     args = parser.parse_args(argv)
@@ -85,17 +114,19 @@ def main(argv: list[str], parser_cls) -> int:
         base = [sys.executable, "-m", "reproduce", "campaign", "--preset", args.preset, "--out", str(out),
                 "--seed", str(args.seed), *(["--data-dir", args.data_dir] if args.data_dir else []),
                 *(["--budget-minutes", str(args.budget_minutes)] if args.budget_minutes is not None else []),
-                *(["--threads", str(args.threads)] if args.threads is not None else [])]
+                *(["--threads", str(args.threads)] if args.threads is not None else []),
+                *(["--skip-written"] if args.skip_written else []), *(["--then", args.then] if args.then else [])]
         shares = [args.targets[i::args.jobs] for i in range(args.jobs)]
         jobs = [subprocess.Popen([*base, "--targets", *share, *(t for t in args.targets if t not in share)])
                 for share in shares]
         return max(job.wait() for job in jobs)
     set_threads(args.threads)
     summary = run_campaign(args.targets, args.preset, out, args.data_dir, args.seed, args.budget_minutes, command,
-                           args.threads)
+                           args.threads, args.skip_written, args.then)
     record_path = out / f"campaign-{args.preset}.json"
     history = json.loads(record_path.read_text()) if record_path.exists() else []
     atomic_write_text(json.dumps(history + [summary], indent=2) + "\n", record_path)
     print(f"campaign: trained {len(summary['trained'])} run(s), reused {len(summary['reused'])}, wrote "
-          f"{len(summary['written'])} results file(s); {len(summary['pending'])} target(s) wait for the next call.")
+          f"{len(summary['written'])} results file(s), skipped {len(summary['skipped'])}; {len(summary['pending'])} "
+          f"target(s) wait for the next call.")
     return 0

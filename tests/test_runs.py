@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from common.data import build_data
 from common.hub import HubBackbone
-from common.runs import ModelSpec, RunError, TrainingError, run_content, run_key, train
+from common.runs import ModelSpec, RunBusy, RunError, TrainingError, run_content, run_key, train
 from common.train import Method, TrainConfig, evaluate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -83,6 +83,20 @@ def test_finished_run_is_reused_and_seeded_from_its_key(tmp_path, capsys):
     assert not fresh.reused and torch.equal(torch.rand(3), after_reuse)
     for name, tensor in weights(first.directory).items():
         assert torch.equal(tensor, weights(fresh.directory)[name]), name
+
+
+def test_a_run_another_process_trains_is_reported_busy_without_waiting(tmp_path):
+    import fcntl
+
+    data = tiny_data()
+    folder = f"resnet20_cifar-{run_key(run_content(SPEC, Method(), CONFIG, data, 0))[:12]}"
+    (tmp_path / ".locks").mkdir()
+    with open(tmp_path / ".locks" / f"{folder}.lock", "a") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX)  # what a process training the run holds
+        with pytest.raises(RunBusy, match=f"row: another process is training .*{folder}"):
+            train("row", SPEC, data, CONFIG, Method(), tmp_path, progress=False, wait=False)
+    assert not (tmp_path / folder).exists()
+    assert not train("row", SPEC, data, CONFIG, Method(), tmp_path, progress=False, wait=False).reused
 
 
 def test_evaluation_never_moves_the_training_rng():

@@ -1,4 +1,4 @@
-"""scripts/train_mini.sh: every mini target once, in two lanes, skipping the targets whose results exist."""
+"""scripts/train_mini.sh: LANES campaign processes over every mini target, skipping those whose results exist."""
 from __future__ import annotations
 
 import os
@@ -6,28 +6,34 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from reproduce.campaign import ORDER
+
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "train_mini.sh"
 
 
-def test_lanes_run_each_target_once_and_skip_those_with_results(tmp_path):
+def test_lanes_share_every_campaign_target_and_skip_written_ones(tmp_path):
     repo = tmp_path / "repo"
     (repo / "scripts").mkdir(parents=True)
-    (repo / "results").mkdir()
     shutil.copy(SCRIPT, repo / "scripts" / "train_mini.sh")
-    (repo / "results" / "adanet-table1-mini.json").write_text("{}")  # a finished target
     fake = tmp_path / "bin"
     fake.mkdir()
     (fake / "uv").write_text(f'#!/bin/sh\necho "$*" >> {tmp_path}/calls\n')
-    (fake / "flock").write_text('#!/bin/sh\nshift; exec "$@"\n')
-    for tool in ("uv", "flock"):
-        (fake / tool).chmod(0o755)
+    (fake / "uv").chmod(0o755)
     env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}
     subprocess.run(["bash", "scripts/train_mini.sh", "DATA", "2"], cwd=repo, env=env, check=True, timeout=60)
     calls = (tmp_path / "calls").read_text().splitlines()
-    targets = [c.split("-m reproduce ")[1].split(" --preset")[0] for c in calls if "-m reproduce" in c]
-    assert "adanet table1" not in targets  # its results exist
-    assert len(targets) == len(set(targets)) and {"baselines cifar10-resnet", "rdinet fig5", "rdinet fig7"} <= set(targets)
-    assert all("--preset mini --data-dir DATA --out results --resume --threads" in c for c in calls if "-m reproduce" in c)
-    lane1 = (repo / "mini-lane1.log").read_text()
-    assert "adanet table1: results/adanet-table1-mini.json exists, skipped" in lane1 and "== rdinet fig7" in lane1
-    assert "== rdinet fig5" in (repo / "mini-lane2.log").read_text()  # the RDI-Net targets split between lanes
+    assert len(calls) == 2 and (repo / "mini-lane1.log").exists() and (repo / "mini-lane2.log").exists()
+    threads = max(len(os.sched_getaffinity(0)) // 2, 1)  # nproc
+    for call in calls:
+        options, targets = call.split(" --targets ")
+        assert options.startswith(f"run python -m reproduce campaign --preset mini --data-dir DATA --out results "
+                                  f"--threads {threads} --skip-written --then ")
+        assert "scripts/collect_runs.py mini" in options  # each written target's runs are shipped at once
+        targets = targets.split()
+        assert sorted(targets) == sorted(ORDER)  # every CIFAR target, once
+        assert targets.index("rdinet/fig5") < targets.index("rdinet/table2")  # the headline sweep before ablations
+
+
+def test_lanes_must_be_a_positive_whole_number(tmp_path):
+    result = subprocess.run(["bash", str(SCRIPT), "DATA", "0"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "LANES is a whole number ≥ 1, not '0'" in result.stderr
