@@ -190,6 +190,30 @@ def _locked(path: Path, busy: str | None = None):
         yield
 
 
+def training_now(root: Path, folder: str) -> bool:
+    """Whether a process holds the lock of run `folder` under `root`, i.e. is training it now."""
+    try:
+        with _locked(Path(root) / ".locks" / f"{folder}.lock", busy=folder):
+            return False
+    except RunBusy:
+        return True
+
+
+def unfinished_runs(root: Path) -> list[dict]:
+    """Every unfinished run under `root`: its folder, row, target, epochs done and planned, and whether a
+    process is training it now."""
+    runs = []
+    for record_path in sorted(Path(root).glob("*/run.json")):
+        record = _read(record_path)
+        if record.get("finished"):
+            continue
+        metrics, folder = record_path.parent / "metrics.jsonl", record_path.parent.name
+        runs.append({"folder": folder, **record["requested_by"], "training": training_now(root, folder),
+                     "epochs": len(metrics.read_text().splitlines()) if metrics.exists() else 0,
+                     "planned": record["content"]["recipe"]["epochs"]})
+    return runs
+
+
 def _train_new(row: str, key: str, content: dict, directory: Path, model: nn.Module, data: DataBundle,
                config: TrainConfig, method: Method, resume: bool, restart: bool, requested_by: dict,
                progress: bool, deadline: float | None, root: Path) -> Run:
@@ -303,4 +327,4 @@ def train(row: str, spec: ModelSpec, data: DataBundle, config: TrainConfig, meth
 
 
 __all__ = ["BudgetExhausted", "ModelSpec", "Run", "RunBusy", "RunError", "TrainingError", "train", "run_content", "run_key",
-           "is_finished"]
+           "is_finished", "training_now", "unfinished_runs"]

@@ -8,8 +8,9 @@ results from them. With `--jobs K`, K processes share the target list and one de
 is locked while it trains, so no key is trained twice, and a process that reaches a run another one
 is training puts that target at the back of its queue and goes on with the next (it waits only
 when every target it has left is busy). `--skip-written` leaves out targets whose results exist;
-`--then CMD` runs a shell command after each results file is written. `campaign-<preset>.json`
-records what each call trained, reused and wrote.
+`--then CMD` runs a shell command after each results file is written; `--status` prints what is
+written and where each unfinished run stands. `campaign-<preset>.json` records what each call trained,
+reused and wrote.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from collections import deque
 from pathlib import Path
 
 from common.reproduction import Context, write_results
-from common.runs import RunBusy
+from common.runs import RunBusy, unfinished_runs
 from common.train import BudgetExhausted, atomic_write_text
 
 # Headline rows first: the tables whose runs the figures and other tables reuse.
@@ -79,6 +80,18 @@ def run_campaign(targets: list[str], preset: str, out: Path, data_dir: str | Non
     return summary
 
 
+def status(targets: list[str], preset: str, out: Path) -> str:
+    """Which targets have results of `preset` in `out`, and where each unfinished run of the preset stands."""
+    left = [name for name in targets if not (out / f"{name.replace('/', '-')}-{preset}.json").exists()]
+    lines = [f"{preset} campaign in {out}: {len(targets) - len(left)} of {len(targets)} targets written"
+             + (f"; left: {', '.join(left)}" if left else "")]
+    runs = [run for run in unfinished_runs(out / "runs") if run.get("target", "").endswith(f"-{preset}")]
+    lines.append(f"unfinished runs: {len(runs)}" + (" (epochs done of planned)" if runs else ""))
+    lines += [f"  {run['folder']}  {run['epochs']}/{run['planned']}  {'training now' if run['training'] else 'stopped'}"
+              f"  {run['target']}: {run['row']}" for run in runs]
+    return "\n".join(lines)
+
+
 def main(argv: list[str], parser_cls) -> int:
     """Parse the campaign's arguments and run it (or its K jobs)."""
     from .cli import PRESETS, UsageError, _out_dir, check_local, set_threads, threads_arg
@@ -93,6 +106,8 @@ def main(argv: list[str], parser_cls) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-written", action="store_true",
                         help="leave out every target whose results JSON of this preset is in --out (delete it to rerun)")
+    parser.add_argument("--status", action="store_true",
+                        help="print which targets have results and where each unfinished run stands; train nothing")
     parser.add_argument("--then", default=None, metavar="CMD", help="a shell command to run after each results file")
     parser.add_argument("--threads", type=threads_arg, default=None,
                         help="torch CPU threads of each job (default: one per core; on a CPU give cores/jobs)")
@@ -109,6 +124,9 @@ def main(argv: list[str], parser_cls) -> int:
     if args.data_dir is not None and args.preset != "smoke":
         check_local("cifar10", args.data_dir)
     out = _out_dir(args.out)
+    if args.status:
+        print(status(args.targets, args.preset, out))
+        return 0
     command = "python -m reproduce campaign " + " ".join(argv)
     if args.jobs > 1:  # K processes over the same list: the run locks share the work out
         base = [sys.executable, "-m", "reproduce", "campaign", "--preset", args.preset, "--out", str(out),

@@ -9,6 +9,7 @@
     python -m reproduce compare [--preset mini]               the four methods on one backbone, in one table
     python -m reproduce compare-latency [options]             = compare latency: dynamic vs static wall-clock
     python -m reproduce campaign --preset short [--budget-minutes N] [--jobs K]   every CIFAR run, resumable
+    python -m reproduce campaign --preset mini --status       targets written, where each unfinished run stands
 
 Thin by design: parse and check the arguments before any work, look the target up in the paper
 folder's `tables.py`, run it, write its results through `common.reproduction`. Every mistake ends

@@ -55,3 +55,32 @@ def test_a_busy_target_goes_to_the_back_and_is_waited_for_only_when_all_left_are
     assert summary["written"] == ["fake-b-smoke.json", "fake-c-smoke.json", "fake-a-smoke.json"]
     assert summary["skipped"] == ["fake/d"] and not summary["pending"]
     assert (tmp_path / "hook").read_text().splitlines() == ["written"] * 3
+
+
+def test_status_lists_written_targets_and_unfinished_runs_of_the_preset(tmp_path, capsys):
+    import fcntl
+
+    (tmp_path / "adanet-fig8-smoke.json").write_text("{}")
+
+    def run(folder, target, finished=False, epochs=0):
+        (tmp_path / "runs" / folder).mkdir(parents=True)
+        record = {"content": {"recipe": {"epochs": 5}}, "finished": finished,
+                  "requested_by": {"row": f"row of {folder}", "target": target}}
+        (tmp_path / "runs" / folder / "run.json").write_text(json.dumps(record))
+        (tmp_path / "runs" / folder / "metrics.jsonl").write_text("{}\n" * epochs)
+
+    run("a-1", "adanet-fig7-smoke", epochs=2)
+    run("b-2", "adanet-fig7-smoke", epochs=3)
+    run("c-3", "adanet-fig7-smoke", finished=True, epochs=5)
+    run("d-4", "adanet-fig7-mini", epochs=1)  # another preset
+    (tmp_path / "runs" / ".locks").mkdir()
+    with open(tmp_path / "runs" / ".locks" / "b-2.lock", "a") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX)  # a process is training b-2
+        assert cli.main(["campaign", "--preset", "smoke", "--out", str(tmp_path), "--status",
+                         "--targets", "adanet/fig8", "adanet/fig7"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"smoke campaign in {tmp_path}: 1 of 2 targets written; left: adanet/fig7",
+        "unfinished runs: 2 (epochs done of planned)",
+        "  a-1  2/5  stopped  adanet-fig7-smoke: row of a-1",
+        "  b-2  3/5  training now  adanet-fig7-smoke: row of b-2"]
+    assert not (tmp_path / "adanet-fig7-smoke.json").exists()  # nothing ran
