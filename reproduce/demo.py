@@ -1,9 +1,11 @@
-"""The one-minute demo: every shipped `mini` model measured on the packaged CIFAR-10 test sample.
+"""The one-minute demo: the shipped `mini` models measured on the packaged CIFAR-10 test sample.
 
-    python -m reproduce demo [--weights DIR] [--out DIR]
+    python -m reproduce demo [--all] [--weights DIR] [--out DIR]
 
-No training and no download: each run folder under weights/mini (Hub layout, committed with the
-repository) is loaded by `reproduce.evaluation.load_model` and measured by `measure`, the code behind
+No training and no download: the run folders under weights/mini (Hub layout, committed with the
+repository) that the cross-paper comparison names, i.e. the ResNet-20 and each method's headline model
+(`--all`: every shipped run, ablations included; another --weights folder: every run in it), are
+loaded by `reproduce.evaluation.load_model` and measured by `measure`, the code behind
 `python -m reproduce eval`: top-1 on the 1,000-image sample, MACs per image under real skipping, and
 CPU latency at batch 1 and 64 against its static ResNet-20. The static ResNet-20 comes first; the
 rest follow in folder order. Accuracy on the sample is not the test-set number in the results files.
@@ -13,12 +15,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from common.reproduction import WEIGHTS_DIR
+from common.reproduction import REPO_ROOT, WEIGHTS_DIR
 
 from .evaluation import LATENCY_BATCHES, Measurement, load_model, measure, trained_precision
 
 
 BASELINE_TARGET = "baselines-cifar10-resnet-mini"  # the plain ResNet-20 every paper's mini rows compare with
+COMPARISON = REPO_ROOT / "results" / "compare-methods-mini.json"  # names the headline run of every method
 
 
 def _requested_by(folder: Path) -> dict:
@@ -30,6 +33,16 @@ def shipped_runs(weights: Path) -> list[Path]:
     """Run folders with weights under `weights`: the baseline ResNet-20 first, then folder order."""
     folders = sorted(p.parent for p in weights.glob("*/model.safetensors"))
     return sorted(folders, key=lambda p: _requested_by(p).get("target") != BASELINE_TARGET)
+
+
+def demo_runs(weights: Path, every: bool = False) -> list[Path]:
+    """The runs the demo measures: of the shipped mini weights, those the cross-paper comparison names (all of
+    them with `every`); of any other folder, every run."""
+    folders = shipped_runs(weights)
+    if every or Path(weights).resolve() != (WEIGHTS_DIR / "mini").resolve() or not COMPARISON.exists():
+        return folders
+    named = {run["folder"] for run in json.loads(COMPARISON.read_text())["runs"].values()}
+    return [folder for folder in folders if folder.name in named]
 
 
 def _row(folder: Path) -> str:
@@ -52,11 +65,11 @@ def table(results: list[tuple[str, Measurement]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_demo(weights: Path, rounds: int = 3, repeats: int = 5) -> list[tuple[str, Measurement]]:
-    """Measure every shipped run on the packaged sample (accuracy, MACs, latency vs the static backbone)."""
+def run_demo(weights: Path, rounds: int = 3, repeats: int = 5, every: bool = False) -> list[tuple[str, Measurement]]:
+    """Measure the demo's runs on the packaged sample (accuracy, MACs, latency vs the static backbone)."""
     from common.data import build_data
 
-    folders = shipped_runs(weights)
+    folders = demo_runs(weights, every)
     if not folders:
         raise FileNotFoundError(f"no trained runs under {weights}: train them with scripts/train_mini.sh, "
                                 f"or point --weights at a folder of run folders")
@@ -76,11 +89,12 @@ def main(argv: list[str], parser_class) -> int:
     from common.train import atomic_write_text
 
     parser = parser_class(prog="python -m reproduce demo",
-                          description="Measure every shipped mini model on the packaged CIFAR-10 sample.")
+                          description="Measure the shipped mini models on the packaged CIFAR-10 sample.")
     parser.add_argument("--weights", default=str(WEIGHTS_DIR / "mini"), help="a folder of run folders (default: weights/mini)")
+    parser.add_argument("--all", action="store_true", help="every shipped run, not only the headline models")
     parser.add_argument("--out", default="results/demo", help="folder for demo.md and demo.json")
     args = parser.parse_args(argv)
-    results = run_demo(Path(args.weights))
+    results = run_demo(Path(args.weights), every=args.all)
     markdown = table(results)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

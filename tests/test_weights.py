@@ -15,7 +15,7 @@ from common.hub import HubBackbone
 from common.metrics import accuracy
 from common.reproduction import WEIGHTS_DIR
 from common.train import evaluate
-from reproduce.demo import run_demo, shipped_runs, table
+from reproduce.demo import demo_runs, run_demo, shipped_runs, table
 from reproduce.evaluation import load_model, measure, trained_precision
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,10 +76,17 @@ def test_reproduce_eval_of_a_shipped_gated_run_is_its_training_time_evaluation()
     assert precision == "bf16" and ours.top1 == accuracy(trained["logits"], trained["labels"], (1,))[1]
 
 
-def test_demo_measures_the_static_resnet_first_and_every_shipped_run():
+def test_demo_runs_are_the_comparisons_headline_models_or_with_all_every_shipped_run():
+    comparison = json.loads((REPO / "results" / "compare-methods-mini.json").read_text())
+    named = sorted(run["folder"] for run in comparison["runs"].values())
+    assert sorted(folder.name for folder in demo_runs(WEIGHTS_DIR / "mini")) == named
+    assert demo_runs(WEIGHTS_DIR / "mini", every=True) == SHIPPED
+
+
+def test_demo_measures_the_static_resnet_first_and_every_demo_run():
     results = run_demo(WEIGHTS_DIR / "mini", rounds=1, repeats=1)
     rows = {row for row, _ in results}
-    assert results[0][0] == "ResNet-20" and len(rows) == len(SHIPPED)
+    assert results[0][0] == "ResNet-20" and len(rows) == len(demo_runs(WEIGHTS_DIR / "mini"))
     markdown = table(results)
     assert markdown.count("\n") == len(results) + 2
     assert all(0 <= m.top1 <= 100 and m.latency_ms for _, m in results)
