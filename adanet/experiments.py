@@ -44,7 +44,7 @@ def gate_profile(model: nn.Module, size: tuple[int, int, int]) -> tuple[int, int
 
 
 def expected_macs_over(model: nn.Module, size: tuple[int, int, int], taken: torch.Tensor) -> ExpectedMacs:
-    """Expected MACs per image given the [N, L] decisions taken over a dataset (DESIGN.md, Counting)."""
+    """Expected MACs per image given the [N, L] decisions taken over a dataset (`common.metrics.expected_macs`)."""
     always, overhead, branch = gate_profile(model, size)
     return expected_macs(always, overhead, branch, taken)
 

@@ -1,6 +1,6 @@
 """Datasets: resolve a name to local files or the Hub, decode small sets once to uint8 tensors.
 
-Resolution order for a dataset name (DESIGN.md, Data):
+Resolution order for a dataset name:
 1. `data_dir` given by the caller (`--data-dir`), else the environment variable `DYNNETS_DATA_DIR`
    (a directory holding the dataset's parquet files in the Hub layout, an image folder with
    `train/` and `val/`, or a parent directory with a sub-folder named after the dataset);

@@ -289,8 +289,11 @@ def weights_folder(source: str | Path) -> Path:
     for optional in ("config.json", "run.json"):  # without a config the model is built from create_model's
         try:                                         # arguments alone; without run.json eval assumes fp32
             hf_hub_download(source, optional)
-        except (OSError, ValueError, EntryNotFoundError):
-            pass
+        except EntryNotFoundError:  # the repository (or, offline, the cache) has no such file
+            continue
+        except (OSError, ValueError) as error:
+            first = str(error).splitlines()[0] if str(error) else ""
+            raise WeightsError(f"{source}: cannot download {optional} ({type(error).__name__}: {first}).") from None
     return path.parent
 
 

@@ -1,6 +1,6 @@
 """Accuracy, parameter and MAC counts, expected MACs of dynamic models, latency.
 
-MACs follow DESIGN.md: `torch.utils.flop_counter.FlopCounterMode` FLOPs / 2 (one multiply-add = 1
+MACs follow one convention: `torch.utils.flop_counter.FlopCounterMode` FLOPs / 2 (one multiply-add = 1
 MAC, torchvision's `_ops` convention), with attention counted: the MHA fast path is disabled and
 scaled-dot-product attention runs on the math kernel, whose matmuls the counter sees.
 """
@@ -104,7 +104,7 @@ class ExpectedMacs:
 
 
 def expected_macs(always: int, overhead: int, block_macs: torch.Tensor, decisions: torch.Tensor) -> ExpectedMacs:
-    """Expected MACs = always-executed + gate/router MACs + Σ_l z_il · block MACs_l (DESIGN.md, Counting).
+    """Expected MACs = always-executed + gate/router MACs + Σ_l z_il · block MACs_l.
 
     `decisions` is [N, L] with 1 where image i executed skippable branch l; the mean over images
     equals always + overhead + Σ_l rate_l · MACs_l.

@@ -74,6 +74,7 @@ class Context:
 
     @property
     def stem(self) -> str:
+        """`<paper>-<target>-<preset>`: the name of the target's results files."""
         return f"{self.paper}-{self.target}-{self.preset}"
 
     @property
@@ -178,12 +179,13 @@ def push_trained(ctx: Context, json_path: Path, bibtex: str = "", private: bool 
                        bibtex, private=private) for row, run in ctx.runs.items()]
 
 
-def _git(*args: str) -> str:
+def _git(*args: str) -> str | None:
+    """git's output in the repository, or None where git or the repository is missing."""
     try:
         return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
                               check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return ""
+        return None
 
 
 def device_description() -> str:
@@ -199,11 +201,12 @@ def provenance(ctx: Context) -> dict:
     import accelerate
     import torchvision
 
+    changes = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results")
     versions = {"python": platform.python_version(), "torch": torch.__version__,
                 "torchvision": torchvision.__version__, "accelerate": accelerate.__version__}
     return {"command": ctx.command or " ".join(sys.argv), "commit": _git("rev-parse", "HEAD") or None,
-            # dirty: tracked code differs from the commit (result files written by runs do not count)
-            "dirty": bool(_git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results")),
+            # dirty: tracked code differs from the commit (result files written by runs do not count); None: no git
+            "dirty": None if changes is None else bool(changes),
             "device": device_description(), "versions": versions, "seed": ctx.seed,
             "data": ctx.data_sources, "wall_time_s": round(time.time() - ctx.started, 1),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

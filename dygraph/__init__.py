@@ -4,6 +4,8 @@ See README.md. `create_model(name)` builds the models below; `list_models()` nam
 """
 from __future__ import annotations
 
+from torch import nn
+
 from common.hub import build_model
 
 from .model import (DAGStage, DYGraphNet, RandWireNet, adjacency, backbone_state, dag_stages, detection_backbone,
@@ -32,7 +34,7 @@ def model_spec(name: str, **kwargs) -> tuple[type, dict]:
 
 
 def create_model(name: str, pretrained: bool | str = False, num_classes: int | None = None, in_chans: int = 3,
-                 **kwargs):
+                 **kwargs) -> nn.Module:
     """Build a DY-Graph model by name; `pretrained`: True, a tag ("mini"), a weights folder or a Hub id."""
     cls, args = model_spec(name, **kwargs)
     return build_model(cls, args, name, pretrained, num_classes, in_chans)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import torch
+from torch import nn
 
 from common.backbones import input_size
 from common.metrics import alternating_latency, count_macs, count_params, model_macs
@@ -107,13 +108,15 @@ class DYGraphMethod(Method):
     unused_parameters = True  # a node removed for every image of a batch does not run (Sec. 3.2)
     compiles = False          # blocks run on the images that keep them: data-dependent shapes
 
-    def param_groups(self, model):
+    def param_groups(self, model: nn.Module) -> list[GroupSpec]:
+        """τ in its own group: the method's LR, no weight decay."""
         return [GroupSpec("tau", lambda name, p: name.endswith(".tau"), lr=self.lr, weight_decay=0.0)]
 
     def __init__(self, lr: float):
         self.lr = lr
 
-    def evaluation_step(self, model, images):
+    def evaluation_step(self, model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Logits under real skipping, and the nodes each image executed."""
         if not dag_stages(model):
             return model(images), {}
         set_mode(model, "skip")

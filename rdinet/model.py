@@ -55,12 +55,15 @@ class RouterMemory:
         self.features: dict[int, torch.Tensor] = {}
 
     def clear(self) -> None:
+        """Forget the features of the last forward."""
         self.features = {}
 
     def write(self, index: int, feature: torch.Tensor) -> None:
+        """Keep router `index`'s input features for the routers after it."""
         self.features[index] = feature
 
     def read(self, index: int, batch: int) -> torch.Tensor:
+        """Router `index`'s features of this forward (batch `batch`), or one line saying why they are missing."""
         feature = self.features.get(index)
         if feature is None or feature.shape[0] != batch:
             raise RuntimeError(

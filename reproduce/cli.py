@@ -24,6 +24,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from common.data import DataError, check_local
 from common.hub import HubError, WeightsError, check_hub_repo
@@ -46,7 +47,8 @@ class UsageError(ValueError):
 class Parser(argparse.ArgumentParser):
     """argparse that raises one line instead of printing usage and exiting."""
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:
+        """Raise the parse error as one UsageError line."""
         raise UsageError(f"{message}. See `{self.prog} --help`.")
 
 

@@ -21,6 +21,7 @@ def stratified_rows(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray
 
 
 def main() -> None:
+    """Parse the arguments and write the sample."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", required=True, metavar="CIFAR10_DIR",
                         help="a CIFAR-10 folder in the Hub's parquet layout")

@@ -40,6 +40,14 @@ def test_gate_is_deterministic_at_eval_and_stochastic_on_request():
     assert not torch.equal(gate(x)[0], gate(x)[0])
 
 
+def test_set_stochastic_switches_every_gate_of_a_model():
+    model = create_model("adanet20").eval()
+    model.set_stochastic(True)
+    assert all(block.gate.stochastic for block in gated_blocks(model))
+    model.set_stochastic(False)
+    assert not any(block.gate.stochastic for block in gated_blocks(model))
+
+
 def test_target_rate_loss_equals_eq8_by_hand():
     taken = torch.tensor([[1, 0, 1], [1, 1, 0], [0, 1, 1], [1, 1, 1.0]])  # z̄ = 0.75 for each layer
     assert target_rate_loss(taken, 0.6).item() == pytest.approx(3 * 0.15 ** 2)
