@@ -32,6 +32,12 @@ ORDER = ["baselines/cifar10-resnet", "adanet/table1", "rdinet/table2", "dygraph/
          "dygraph/fig-edges", "rdinet/fig7", "compare/methods"]
 
 
+def _results_json(out: Path, name: str, preset: str) -> Path:
+    """The results JSON that target `name` (PAPER/TARGET) writes for `preset` into `out`."""
+    paper, target_name = name.split("/")
+    return out / f"{Context(paper, target_name, preset, out).stem}.json"
+
+
 def run_campaign(targets: list[str], preset: str, out: Path, data_dir: str | None, seed: int,
                  budget_minutes: float | None, command: str, threads: int | None = None,
                  skip_written: bool = False, then: str | None = None) -> dict:
@@ -52,8 +58,9 @@ def run_campaign(targets: list[str], preset: str, out: Path, data_dir: str | Non
                               + (f" --data-dir {data_dir}" if data_dir else "")
                               + (f" --threads {threads}" if threads is not None else ""), deadline=deadline,
                       wait_busy=everything_busy)
-        if skip_written and (out / f"{ctx.stem}.json").exists():
-            print(f"campaign: {name} skipped: {out / ctx.stem}.json exists (delete it to run the target again)")
+        if skip_written and _results_json(out, name, preset).exists():
+            print(f"campaign: {name} skipped: {_results_json(out, name, preset)} exists (delete it to run the target "
+                  f"again)")
             summary["skipped"].append(name)
             continue
         try:
@@ -82,7 +89,7 @@ def run_campaign(targets: list[str], preset: str, out: Path, data_dir: str | Non
 
 def status(targets: list[str], preset: str, out: Path) -> str:
     """Which targets have results of `preset` in `out`, and where each unfinished run of the preset stands."""
-    left = [name for name in targets if not (out / f"{name.replace('/', '-')}-{preset}.json").exists()]
+    left = [name for name in targets if not _results_json(out, name, preset).exists()]
     lines = [f"{preset} campaign in {out}: {len(targets) - len(left)} of {len(targets)} targets written"
              + (f"; left: {', '.join(left)}" if left else "")]
     runs = [run for run in unfinished_runs(out / "runs") if run.get("target", "").endswith(f"-{preset}")]
