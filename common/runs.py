@@ -190,10 +190,15 @@ def _locked(path: Path, busy: str | None = None):
         yield
 
 
+def _lock_path(root: Path, folder: str) -> Path:
+    """The file a process training run `folder` under `root` holds locked."""
+    return Path(root) / ".locks" / f"{folder}.lock"
+
+
 def training_now(root: Path, folder: str) -> bool:
     """Whether a process holds the lock of run `folder` under `root`, i.e. is training it now."""
     try:
-        with _locked(Path(root) / ".locks" / f"{folder}.lock", busy=folder):
+        with _locked(_lock_path(root, folder), busy=folder):
             return False
     except RunBusy:
         return True
@@ -316,7 +321,7 @@ def train(row: str, spec: ModelSpec, data: DataBundle, config: TrainConfig, meth
         if deadline is not None and time.time() > deadline:
             raise BudgetExhausted(f"{row}: the budget ran out before this run started.")
         busy = None if wait else f"{row}: another process is training {directory}"
-        with _locked(root / ".locks" / f"{folder}.lock", busy):
+        with _locked(_lock_path(root, folder), busy):
             if is_finished(directory):  # another process finished it while this one waited for the lock
                 return train(row, spec, data, config, method, root, seed, resume, restart, requested_by, progress,
                              shared)
