@@ -10,6 +10,8 @@
 # A target whose results/<paper>-<target>-mini.json exists is skipped: delete that file to run it again.
 # Stop: pkill -TERM -f "bash scripts/train_mini.sh"; pkill -TERM -f "python -m reproduce" (SIGINT does
 # not reach background jobs). Each run keeps its last epoch and continues there on the next call.
+# results/runs is not committed: before leaving a clone, `python scripts/park_runs.py save` and commit
+# weights/mini-in-progress/; this script restores those runs first, so another clone continues them.
 # `compare methods` times models while the other lane trains: rerun it on an idle machine for its
 # latency columns (its accuracy and MACs do not change).
 set -uo pipefail
@@ -25,6 +27,7 @@ targets=(baselines/cifar10-resnet adanet/table1 adn/fig3a dygraph/table6 compare
          rdinet/fig5 dygraph/table1 dygraph/fig-edges adn/fig3b adn/table1 adanet/fig3 adanet/fig4 adanet/fig6
          adanet/fig7 adanet/fig8 adn/table3 rdinet/table2 rdinet/table3 rdinet/fig7)
 
+uv run python scripts/park_runs.py restore || exit 1
 for lane in $(seq 1 "$lanes"); do
     uv run python -m reproduce campaign --preset mini --data-dir "$data" --out results --threads "$threads" \
         --skip-written --then "flock results/.collect.lock python scripts/collect_runs.py mini" \

@@ -1,4 +1,5 @@
-"""scripts/train_mini.sh: LANES campaign processes over every mini target, skipping those whose results exist."""
+"""scripts/train_mini.sh: parked runs restored, then LANES campaign processes over every mini target, skipping
+those whose results exist."""
 from __future__ import annotations
 
 import os
@@ -21,7 +22,8 @@ def test_lanes_share_every_campaign_target_and_skip_written_ones(tmp_path):
     (fake / "uv").chmod(0o755)
     env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}
     subprocess.run(["bash", "scripts/train_mini.sh", "DATA", "2"], cwd=repo, env=env, check=True, timeout=60)
-    calls = (tmp_path / "calls").read_text().splitlines()
+    restore, *calls = (tmp_path / "calls").read_text().splitlines()
+    assert restore == "run python scripts/park_runs.py restore"  # parked runs continue before any lane starts
     assert len(calls) == 2 and (repo / "mini-lane1.log").exists() and (repo / "mini-lane2.log").exists()
     threads = max(len(os.sched_getaffinity(0)) // 2, 1)  # nproc
     for call in calls:
