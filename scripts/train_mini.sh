@@ -8,10 +8,10 @@
 # between calls. A lane that reaches a run the other is training puts that target at the back of its
 # queue and goes on with the next, so the lanes train different runs until only busy ones are left.
 # A target whose results/<paper>-<target>-mini.json exists is skipped: delete that file to run it again.
-# Stop: pkill -TERM -f "bash scripts/train_mini.sh"; pkill -TERM -f "python -m reproduce" (SIGINT does
-# not reach background jobs). Each run keeps its last epoch and continues there on the next call.
-# results/runs is not committed: before leaving a clone, `python scripts/park_runs.py save` and commit
-# weights/mini-in-progress/; this script restores those runs first, so another clone continues them.
+# Stop: `bash scripts/stop_mini.sh` (SIGINT does not reach background jobs). Each run keeps its last epoch
+# and continues there on the next call. results/runs is not committed: stop_mini.sh parks the unshipped
+# runs in weights/mini-in-progress/ (scripts/park_runs.py save); commit that folder, and this script
+# restores them first, so another clone continues them.
 # `compare methods` times models while the other lane trains: rerun it on an idle machine for its
 # latency columns (its accuracy and MACs do not change).
 set -uo pipefail

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from reproduce.campaign import ORDER
@@ -39,3 +40,26 @@ def test_lanes_share_every_campaign_target_and_skip_written_ones(tmp_path):
 def test_lanes_must_be_a_positive_whole_number(tmp_path):
     result = subprocess.run(["bash", str(SCRIPT), "DATA", "0"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "LANES is a whole number ≥ 1, not '0'" in result.stderr
+
+
+def test_stop_ends_only_this_checkouts_lanes_then_parks(tmp_path):
+    repo, elsewhere = tmp_path / "repo", tmp_path / "elsewhere"
+    (repo / "scripts").mkdir(parents=True)
+    elsewhere.mkdir()
+    shutil.copy(SCRIPT.parent / "stop_mini.sh", repo / "scripts" / "stop_mini.sh")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "uv").write_text(f'#!/bin/sh\necho "$*" >> {tmp_path}/calls\n')
+    (fake / "uv").chmod(0o755)
+    lane = [sys.executable, "-c", "import time; time.sleep(120)", "python", "-m", "reproduce", "campaign"]
+    ours, other = subprocess.Popen(lane, cwd=repo), subprocess.Popen(lane, cwd=elsewhere)
+    try:
+        env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}
+        result = subprocess.run(["bash", "scripts/stop_mini.sh"], cwd=repo, env=env, capture_output=True, text=True,
+                                timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert ours.wait(timeout=10) == -15 and other.poll() is None  # SIGTERM here, the other checkout's lane runs on
+        assert (tmp_path / "calls").read_text().splitlines() == ["run python scripts/park_runs.py save"]
+    finally:
+        ours.kill()
+        other.kill()
