@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 
 from .data import DataBundle, build_data
-from .runs import ModelSpec, Run
+from .runs import ModelSpec, Run, RunBusy, stand_in
 from .runs import train as train_run
 from .train import Method, TrainConfig, atomic_write_text
 
@@ -62,7 +62,7 @@ class Context:
     push_to_hub: str | None = None
     restart: bool = False
     deadline: float | None = None  # `reproduce campaign --budget-minutes`: no run starts after it
-    wait_busy: bool = True         # False (`reproduce campaign`): a run another process trains raises RunBusy
+    wait_busy: bool = True         # False (`reproduce campaign`): a run another process trains gets a stand-in
     compile: bool | None = None    # --compile / --no-compile: every trained row compiles, or none; None: its recipe's
     tensorboard: bool = False      # --tensorboard: every trained row logs to TensorBoard in its run folder
     command: str = ""
@@ -70,6 +70,7 @@ class Context:
     figures: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
     runs: dict[str, Run] = field(default_factory=dict)  # row → its run; pushed with --push-to-hub
+    stand_ins: list[str] = field(default_factory=list)  # rows whose run was busy: the cells are not results
     started: float = field(default_factory=time.time)
 
     @property
@@ -91,13 +92,21 @@ class Context:
     def train(self, row: str, spec: ModelSpec, data: DataBundle, config: TrainConfig,
               method: Method | None = None) -> Run:
         """The row's run through `common.runs.train` (reused when finished), with the context's --compile and
-        --tensorboard applied to `config`; recorded for results and the Hub."""
+        --tensorboard applied to `config`; recorded for results and the Hub. With `wait_busy=False`, a run
+        another process is training returns its untrained stand-in at once, and the row is listed in
+        `stand_ins`: the target goes on to train its later rows, and its cells must not be written."""
         config = replace(config, compile=config.compile if self.compile is None else self.compile,
                          tensorboard=config.tensorboard or self.tensorboard)
-        run = train_run(row, spec, data, config, method or Method(), self.runs_root, seed=self.seed,
-                        resume=self.resume, restart=self.restart, requested_by={"target": self.stem},
-                        shared=(WEIGHTS_DIR / self.preset,), deadline=self.deadline,
-                        wait=self.wait_busy)
+        method = method or Method()
+        try:
+            run = train_run(row, spec, data, config, method, self.runs_root, seed=self.seed,
+                            resume=self.resume, restart=self.restart, requested_by={"target": self.stem},
+                            shared=(WEIGHTS_DIR / self.preset,), deadline=self.deadline,
+                            wait=self.wait_busy)
+        except RunBusy as busy:
+            print(f"{busy}; going on with the next rows")
+            self.stand_ins.append(row)
+            return stand_in(spec, data, config, method)
         self.runs[row] = run
         return run
 

@@ -331,5 +331,14 @@ def train(row: str, spec: ModelSpec, data: DataBundle, config: TrainConfig, meth
     return run
 
 
-__all__ = ["BudgetExhausted", "ModelSpec", "Run", "RunBusy", "RunError", "TrainingError", "train", "run_content", "run_key",
+def stand_in(spec: ModelSpec, data: DataBundle, config: TrainConfig, method: Method) -> Run:
+    """The untrained model, evaluated as a reused run would be: what a target computes on while another
+    process trains the run it asked for, so that it reaches its later rows (its cells are then discarded)."""
+    model = spec.build()
+    if torch.cuda.is_available():
+        model = model.cuda()
+    return Run("", Path(), model, [], evaluate(model, data, method, bf16=uses_bf16(config)), reused=False)
+
+
+__all__ = ["BudgetExhausted", "ModelSpec", "Run", "RunBusy", "RunError", "TrainingError", "train", "stand_in", "run_content", "run_key",
            "is_finished", "training_now", "unfinished_runs"]

@@ -5,9 +5,10 @@ key, however many targets share it) train until the budget runs out; a run cut s
 epoch checkpoint. Finished runs are files, so the next call (or the next session, or a new lease of
 a GPU) continues where this one stopped, and every target whose runs are all finished writes its
 results from them. With `--jobs K`, K processes share the target list and one device: a run folder
-is locked while it trains, so no key is trained twice, and a process that reaches a run another one
-is training puts that target at the back of its queue and goes on with the next (it waits only
-when every target it has left is busy). `--skip-written` leaves out targets whose results exist;
+is locked while it trains, so no key is trained twice. A process that reaches a run another one is
+training goes on with the target's later rows (the busy one gets an untrained stand-in, and the cells
+are not written), then puts the target at the back of its queue and goes on with the next; it waits
+for a lock only when every target it has left was busy since it last trained or wrote anything. `--skip-written` leaves out targets whose results exist;
 `--then CMD` runs a shell command after each results file is written; `--status` prints what is
 written and where each unfinished run stands. `campaign-<preset>.json` records what each call trained,
 reused and wrote.
@@ -22,7 +23,7 @@ from collections import deque
 from pathlib import Path
 
 from common.reproduction import Context, write_results
-from common.runs import RunBusy, unfinished_runs
+from common.runs import RunError, TrainingError, unfinished_runs
 from common.train import BudgetExhausted, atomic_write_text
 
 # Headline rows first: the tables whose runs the figures and other tables reuse.
@@ -36,6 +37,14 @@ def _results_json(out: Path, name: str, preset: str) -> Path:
     """The results JSON that target `name` (PAPER/TARGET) writes for `preset` into `out`."""
     paper, target_name = name.split("/")
     return out / f"{Context(paper, target_name, preset, out).stem}.json"
+
+
+def _put_back(name: str, ctx: Context, queue: deque, busy_in_a_row: int) -> int:
+    """Queue target `name` again, its busy rows being trained elsewhere; the new count of turns without progress."""
+    print(f"campaign: {name} goes to the back of the queue (busy: {', '.join(ctx.stand_ins)})")
+    queue.append(name)
+    trained_now = any(not run.reused for run in ctx.runs.values())
+    return 0 if trained_now else busy_in_a_row + 1
 
 
 def run_campaign(targets: list[str], preset: str, out: Path, data_dir: str | None, seed: int,
@@ -69,16 +78,22 @@ def run_campaign(targets: list[str], preset: str, out: Path, data_dir: str | Non
             print(f"campaign: {name} waits for the next call ({stop})")
             summary["pending"].append(name)
             busy_in_a_row = 0
-        except RunBusy as busy:
-            print(f"campaign: {name} goes to the back of the queue ({busy})")
-            queue.append(name)
-            busy_in_a_row += 1
+        except (RunError, TrainingError):
+            raise
+        except Exception as error:  # computing on a stand-in's untrained model may fail: the cells are discarded anyway
+            if not ctx.stand_ins:
+                raise
+            print(f"campaign: {name} stopped at {type(error).__name__} on a stand-in for its busy rows")
+            busy_in_a_row = _put_back(name, ctx, queue, busy_in_a_row)
         else:
-            json_path, _ = write_results(ctx, target, cells)
-            summary["written"].append(json_path.name)
-            busy_in_a_row = 0
-            if then and (code := subprocess.run(then, shell=True).returncode):
-                print(f"campaign: --then {then!r} exited with {code}")
+            if ctx.stand_ins:
+                busy_in_a_row = _put_back(name, ctx, queue, busy_in_a_row)
+            else:
+                json_path, _ = write_results(ctx, target, cells)
+                summary["written"].append(json_path.name)
+                busy_in_a_row = 0
+                if then and (code := subprocess.run(then, shell=True).returncode):
+                    print(f"campaign: --then {then!r} exited with {code}")
         for row, run in ctx.runs.items():
             summary["reused" if run.reused else "trained"].append(f"{run.directory.name} ({name}: {row})")
     # a target put back reuses on its next turn what it trained or reused before: list each run once

@@ -2,7 +2,6 @@
 target waits its turn."""
 import json
 
-from common.runs import RunBusy
 from reproduce import campaign, cli
 
 TARGETS = ["--targets", "adanet/fig8"]
@@ -27,7 +26,8 @@ def test_campaign_refuses_unknown_targets(capsys):
 
 
 class FakeTarget:
-    """A target whose run is busy (another process trains it) for its first `busy_turns` turns that do not wait."""
+    """A target whose one run is busy (another process trains it) for its first `busy_turns` turns that do not
+    wait: the context then hands it a stand-in, as `Context.train` does."""
 
     title = "fake"
 
@@ -38,7 +38,7 @@ class FakeTarget:
         self.turns.append((self.name, ctx.wait_busy))
         if self.busy_turns and not ctx.wait_busy:
             self.busy_turns -= 1
-            raise RunBusy(f"{self.name}: another process is training it")
+            ctx.stand_ins.append(f"row of {self.name}")
         return []
 
 
@@ -84,3 +84,68 @@ def test_status_lists_written_targets_and_unfinished_runs_of_the_preset(tmp_path
         "  a-1  2/5  stopped  adanet-fig7-smoke: row of a-1",
         "  b-2  3/5  training now  adanet-fig7-smoke: row of b-2"]
     assert not (tmp_path / "adanet-fig7-smoke.json").exists()  # nothing ran
+
+
+def _held_lock(root, spec, data, config, method):
+    """Hold the lock a process training this run would hold (the caller closes the returned file)."""
+    import fcntl
+
+    from common.runs import run_content, run_key
+
+    folder = f"{spec.name}-{run_key(run_content(spec, method, config, data, 0))[:12]}"
+    (root / ".locks").mkdir(parents=True, exist_ok=True)
+    holder = open(root / ".locks" / f"{folder}.lock", "a")
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    return holder
+
+
+def test_a_busy_row_gets_a_stand_in_and_the_target_trains_its_later_rows(tmp_path):
+    from common.data import build_data
+    from common.hub import HubBackbone
+    from common.reproduction import Context
+    from common.runs import ModelSpec
+    from common.train import Method, TrainConfig
+
+    data = build_data("cifar10-sample", batch_size=32, train_limit=32, test_limit=32)
+    spec = ModelSpec(HubBackbone, "resnet20_cifar", num_classes=10)
+    first, second = (TrainConfig(epochs=1, batch_size=32, lr=lr, milestones=()) for lr in (0.05, 0.1))
+    ctx = Context("adanet", "fig8", "smoke", tmp_path, wait_busy=False)
+    with _held_lock(ctx.runs_root, spec, data, first, Method()):
+        stand_in = ctx.train("first", spec, data, first)
+        trained = ctx.train("second", spec, data, second)
+    assert ctx.stand_ins == ["first"] and list(ctx.runs) == ["second"]
+    assert stand_in.history == [] and len(stand_in.evaluation["labels"]) == 32  # evaluated, never trained
+    assert not trained.reused and len(trained.history) == 1
+    assert [path.parent for path in ctx.runs_root.glob("*/run.json")] == [trained.directory]  # no folder for the first
+
+
+class StandInTarget:
+    """A target whose first row is busy and whose later code fails on the stand-in's untrained model."""
+
+    title = "fake"
+
+    def __init__(self, error: Exception):
+        self.error, self.calls = error, 0
+
+    def run(self, ctx):
+        self.calls += 1
+        if self.calls == 1:
+            ctx.stand_ins.append("busy row")
+            raise self.error
+        return []
+
+
+def test_a_failure_after_a_stand_in_puts_the_target_back_but_training_errors_stop_the_campaign(tmp_path,
+                                                                                             monkeypatch):
+    import pytest
+
+    from common.runs import TrainingError
+
+    fakes = {"a": StandInTarget(IndexError("history[-1] of a stand-in"))}
+    monkeypatch.setattr(cli, "targets", lambda paper: fakes)
+    summary = campaign.run_campaign(["fake/a"], "smoke", tmp_path, None, 0, None, "test")
+    assert fakes["a"].calls == 2 and summary["written"] == ["fake-a-smoke.json"]
+
+    fakes["a"] = StandInTarget(TrainingError("the loss became non-finite"))
+    with pytest.raises(TrainingError):
+        campaign.run_campaign(["fake/a"], "smoke", tmp_path, None, 0, None, "test")
