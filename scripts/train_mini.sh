@@ -5,8 +5,9 @@
 # LANES (default 2 on a CPU with 2 or more cores) `reproduce campaign` processes share the target list,
 # each with --threads cores/LANES: on a 2-core CPU two one-thread runs trained 1.34× the images/s of one
 # two-thread run (README). A run resumes only with the thread count it started with, so keep LANES
-# between calls. A lane that reaches a run the other is training puts that target at the back of its
-# queue and goes on with the next, so the lanes train different runs until only busy ones are left.
+# between calls. A lane that reaches a run the other is training goes on with that target's later rows,
+# then puts the target at the back of its queue, so the lanes train different runs until only busy ones
+# are left.
 # A target whose results/<paper>-<target>-mini.json exists is skipped: delete that file to run it again.
 # Stop: `bash scripts/stop_mini.sh` (SIGINT does not reach background jobs). Each run keeps its last epoch
 # and continues there on the next call. results/runs is not committed: stop_mini.sh parks the unshipped
