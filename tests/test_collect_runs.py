@@ -1,7 +1,6 @@
 """scripts/collect_runs.py: which finished runs ship, and which results file writes each model card."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -12,17 +11,12 @@ from common.hub import HubBackbone
 from common.runs import ModelSpec, train
 from common.train import Method, TrainConfig
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "collect_runs.py"
 
 
 @pytest.fixture
-def collect(tmp_path, monkeypatch):
+def collect(load_script):
     """The script's module with its repository root at tmp_path."""
-    spec = importlib.util.spec_from_file_location("collect_runs", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    monkeypatch.setattr(module, "REPO", tmp_path)
-    return module
+    return load_script("collect_runs")
 
 
 def _results(root: Path, stem: str, row: str, folder: str, command: str) -> None:

@@ -1,7 +1,6 @@
 """scripts/park_runs.py: a mini run parked in one clone continues in another as if never interrupted."""
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
@@ -14,7 +13,6 @@ from common.hub import HubBackbone
 from common.runs import ModelSpec, train
 from common.train import Method, TrainConfig
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "park_runs.py"
 CONFIG = TrainConfig(epochs=2, batch_size=32, lr=0.05, milestones=(1,), weight_decay=5e-4)
 SPEC = ModelSpec(HubBackbone, "resnet20_cifar", num_classes=10)
 TARGET = {"target": "baselines-cifar10-resnet-mini"}
@@ -35,13 +33,9 @@ class Stoppable(Method):
 
 
 @pytest.fixture
-def park(tmp_path, monkeypatch):
+def park(load_script):
     """The script's module with its repository root at tmp_path."""
-    spec = importlib.util.spec_from_file_location("park_runs", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    monkeypatch.setattr(module, "REPO", tmp_path)
-    return module
+    return load_script("park_runs")
 
 
 def _train(root: Path, method: Method, resume: bool = False):

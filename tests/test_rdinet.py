@@ -11,7 +11,7 @@ from common.dynamic import GatedBlock, decisions, expected_macs_of, set_mode
 from common.metrics import count_macs, count_params, model_macs
 from rdinet import create_model, list_models
 from rdinet.losses import colour_histogram, cost_loss, rank_loss, sample_distances
-from rdinet.method import RDIMethod, set_uniform_sampling, uniform_path
+from rdinet.method import RDIMethod, uniform_path
 from rdinet.model import RDINet, RelationalRouter, RouterMemory, relation_matrix, router_param_formula
 from rdinet.tables import FULL_RESNET110_GMACS, PAPER_FLOPS_PER_MAC, TABLE2, TABLE3
 
