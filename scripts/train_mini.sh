@@ -21,6 +21,7 @@ data=${1:?usage: train_mini.sh CIFAR10_DIR [LANES]}
 cores=$(nproc)
 lanes=${2:-$((cores < 2 ? 1 : 2))}
 case "$lanes" in ''|*[!0-9]*|0) echo "train_mini.sh: LANES is a whole number ≥ 1, not '$lanes'" >&2; exit 2 ;; esac
+command -v uv > /dev/null || { echo "train_mini.sh: uv is not on PATH; install it first (pip install uv)" >&2; exit 2; }
 threads=$((cores / lanes > 0 ? cores / lanes : 1))
 export MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296
 # Headline rows first (RDI-Net's Fig. 5 sweep among them), then the ablations.

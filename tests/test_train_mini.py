@@ -63,3 +63,13 @@ def test_stop_ends_only_this_checkouts_lanes_then_parks(tmp_path):
     finally:
         ours.kill()
         other.kill()
+
+
+def test_without_uv_it_says_how_to_get_it(tmp_path):
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    for tool in ("nproc", "dirname"):
+        (bare / tool).symlink_to(shutil.which(tool))
+    result = subprocess.run(["/bin/bash", str(SCRIPT), "DATA"], capture_output=True, text=True, timeout=60,
+                            env={"PATH": str(bare)})
+    assert result.returncode == 2 and "uv is not on PATH; install it first (pip install uv)" in result.stderr
