@@ -8,9 +8,10 @@ results from them. With `--jobs K`, K processes share the target list and one de
 is locked while it trains, so no key is trained twice. A process that reaches a run another one is
 training goes on with the target's later rows (the busy one gets an untrained stand-in, and the cells
 are not written), then puts the target at the back of its queue and goes on with the next; it waits
-for a lock only when every target it has left was busy since it last trained or wrote anything. `--skip-written` leaves out targets whose results exist;
-`--then CMD` runs a shell command after each results file is written; `--status` prints what is
-written and where each unfinished run stands. `campaign-<preset>.json` records what each call trained,
+for a lock only when every target it has left was busy since it last trained or wrote anything.
+`--skip-written` leaves out targets whose results exist; `--then CMD` runs a shell command after
+each results file is written; `--status` prints what is written and where each unfinished run
+stands. `campaign-<preset>.json` records what each call trained,
 reused and wrote.
 """
 from __future__ import annotations
@@ -83,7 +84,7 @@ def run_campaign(targets: list[str], preset: str, out: Path, data_dir: str | Non
         except Exception as error:  # computing on a stand-in's untrained model may fail: the cells are discarded anyway
             if not ctx.stand_ins:
                 raise
-            print(f"campaign: {name} stopped at {type(error).__name__} on a stand-in for its busy rows")
+            print(f"campaign: {name} stopped on a stand-in for its busy rows ({type(error).__name__}: {error})")
             busy_in_a_row = _put_back(name, ctx, queue, busy_in_a_row)
         else:
             if ctx.stand_ins:
