@@ -23,7 +23,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from common.reproduction import Context, write_results
+from common.reproduction import WEIGHTS_DIR, Context, write_results
 from common.runs import RunError, TrainingError, unfinished_runs
 from common.train import BudgetExhausted, atomic_write_text
 
@@ -112,6 +112,12 @@ def status(targets: list[str], preset: str, out: Path) -> str:
     lines.append(f"unfinished runs: {len(runs)}" + (" (epochs done of planned)" if runs else ""))
     lines += [f"  {run['folder']}  {run['epochs']}/{run['planned']}  {'training now' if run['training'] else 'stopped'}"
               f"  {run['target']}: {run['row']}" for run in runs]
+    here = {run["folder"]: run["epochs"] for run in runs}
+    parked_root = WEIGHTS_DIR / f"{preset}-in-progress"  # committed by scripts/park_runs.py save
+    parked = [run for run in unfinished_runs(parked_root) if run["epochs"] > here.get(run["folder"], -1)]
+    if parked:
+        lines.append(f"parked further along in {parked_root} (`python scripts/park_runs.py restore` puts them back):")
+        lines += [f"  {run['folder']}  {run['epochs']}/{run['planned']}  {run['target']}: {run['row']}" for run in parked]
     return "\n".join(lines)
 
 

@@ -57,22 +57,27 @@ def test_a_busy_target_goes_to_the_back_and_is_waited_for_only_when_all_left_are
     assert (tmp_path / "hook").read_text().splitlines() == ["written"] * 3
 
 
-def test_status_lists_written_targets_and_unfinished_runs_of_the_preset(tmp_path, capsys):
+def test_status_lists_written_targets_and_unfinished_runs_of_the_preset(tmp_path, capsys, monkeypatch):
     import fcntl
 
     (tmp_path / "adanet-fig8-smoke.json").write_text("{}")
+    monkeypatch.setattr(campaign, "WEIGHTS_DIR", tmp_path / "weights")
 
-    def run(folder, target, finished=False, epochs=0):
-        (tmp_path / "runs" / folder).mkdir(parents=True)
+    def run(folder, target, finished=False, epochs=0, root=tmp_path / "runs"):
+        (root / folder).mkdir(parents=True)
         record = {"content": {"recipe": {"epochs": 5}}, "finished": finished,
                   "requested_by": {"row": f"row of {folder}", "target": target}}
-        (tmp_path / "runs" / folder / "run.json").write_text(json.dumps(record))
-        (tmp_path / "runs" / folder / "metrics.jsonl").write_text("{}\n" * epochs)
+        (root / folder / "run.json").write_text(json.dumps(record))
+        (root / folder / "metrics.jsonl").write_text("{}\n" * epochs)
 
     run("a-1", "adanet-fig7-smoke", epochs=2)
     run("b-2", "adanet-fig7-smoke", epochs=3)
     run("c-3", "adanet-fig7-smoke", finished=True, epochs=5)
     run("d-4", "adanet-fig7-mini", epochs=1)  # another preset
+    parked = tmp_path / "weights" / "smoke-in-progress"  # what scripts/park_runs.py save commits
+    run("a-1", "adanet-fig7-smoke", epochs=4, root=parked)  # further along than the clone's copy
+    run("b-2", "adanet-fig7-smoke", epochs=1, root=parked)  # behind it
+    run("e-5", "adanet-fig7-smoke", epochs=1, root=parked)  # not in this clone at all
     (tmp_path / "runs" / ".locks").mkdir()
     with open(tmp_path / "runs" / ".locks" / "b-2.lock", "a") as holder:
         fcntl.flock(holder, fcntl.LOCK_EX)  # a process is training b-2
@@ -82,7 +87,10 @@ def test_status_lists_written_targets_and_unfinished_runs_of_the_preset(tmp_path
         f"smoke campaign in {tmp_path}: 1 of 2 targets written; left: adanet/fig7",
         "unfinished runs: 2 (epochs done of planned)",
         "  a-1  2/5  stopped  adanet-fig7-smoke: row of a-1",
-        "  b-2  3/5  training now  adanet-fig7-smoke: row of b-2"]
+        "  b-2  3/5  training now  adanet-fig7-smoke: row of b-2",
+        f"parked further along in {parked} (`python scripts/park_runs.py restore` puts them back):",
+        "  a-1  4/5  adanet-fig7-smoke: row of a-1",
+        "  e-5  1/5  adanet-fig7-smoke: row of e-5"]
     assert not (tmp_path / "adanet-fig7-smoke.json").exists()  # nothing ran
 
 
