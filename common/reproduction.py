@@ -12,6 +12,7 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -110,9 +111,16 @@ class Context:
         self.runs[row] = run
         return run
 
+    @property
+    def staging(self) -> Path:
+        """This process's folder for figures until `write_results` moves them next to the JSON: a target
+        that stops before its results are written (or computes on stand-ins) leaves no figure in --out."""
+        return self.out_dir / f".staging-{os.getpid()}"
+
     def figure_path(self, name: str) -> Path:
-        """Path of a PNG written next to the JSON; recorded in the results."""
-        path = self.out_dir / f"{self.stem}-{name}.png"
+        """Where to save a PNG that `write_results` puts next to the JSON; recorded in the results."""
+        path = self.staging / f"{self.stem}-{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
         self.figures.append(path.name)
         return path
 
@@ -296,8 +304,16 @@ def write_results(ctx: Context, target: Target, cells: list[Cell]) -> tuple[Path
     atomic_write_text(json.dumps(record, indent=2, default=str) + "\n", json_path)
     atomic_write_text(markdown_table(cells, f"{target.title} — preset {ctx.preset}", ctx.preset), md_path)
     for name in ctx.figures:
+        os.replace(ctx.staging / name, ctx.out_dir / name)
         stamp_figure(ctx.out_dir / name, ctx.preset)
+    discard_staging(ctx)
     return json_path, md_path
+
+
+def discard_staging(ctx: Context) -> None:
+    """Remove the figures a target staged but did not write (it stopped, or computed on stand-ins)."""
+    if ctx.staging.exists():
+        shutil.rmtree(ctx.staging)
 
 
 RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"

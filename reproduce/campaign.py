@@ -23,7 +23,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from common.reproduction import WEIGHTS_DIR, Context, write_results
+from common.reproduction import WEIGHTS_DIR, Context, discard_staging, write_results
 from common.runs import RunError, TrainingError, unfinished_runs
 from common.train import BudgetExhausted, atomic_write_text
 
@@ -95,6 +95,8 @@ def run_campaign(targets: list[str], preset: str, out: Path, data_dir: str | Non
                 busy_in_a_row = 0
                 if then and (code := subprocess.run(then, shell=True).returncode):
                     print(f"campaign: --then {then!r} exited with {code}")
+        finally:
+            discard_staging(ctx)  # figures of a target that wrote no results (stand-ins, budget, an error)
         for row, run in ctx.runs.items():
             summary["reused" if run.reused else "trained"].append(f"{run.directory.name} ({name}: {row})")
     # a target put back reuses on its next turn what it trained or reused before: list each run once

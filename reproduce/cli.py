@@ -28,8 +28,8 @@ from typing import NoReturn
 
 from common.data import DataError, check_local
 from common.hub import HubError, WeightsError, check_hub_repo
-from common.reproduction import (NO_TRAINING_DURATION, PRESETS, Context, Target, public_command, public_source,
-                                 push_trained, update_readme, write_results)
+from common.reproduction import (NO_TRAINING_DURATION, PRESETS, Context, Target, discard_staging, public_command,
+                                 public_source, push_trained, update_readme, write_results)
 from common.runs import RunError, TrainingError
 from common.train import OutputError
 
@@ -300,12 +300,15 @@ def _run(argv: list[str]) -> int:
     ctx = Context(args.paper, args.target, args.preset, out, args.data_dir, args.resume, args.seed,
                   args.push_to_hub, args.restart, compile=args.compile, tensorboard=args.tensorboard,
                   command=public_command("python -m reproduce", argv))
-    cells = target.run(ctx)
     from common.train import process_state
 
-    if not process_state().is_main_process:  # under `accelerate launch`, one process writes
-        return 0
-    json_path, md_path = write_results(ctx, target, cells)
+    try:
+        cells = target.run(ctx)
+        if not process_state().is_main_process:  # under `accelerate launch`, one process writes
+            return 0
+        json_path, md_path = write_results(ctx, target, cells)
+    finally:
+        discard_staging(ctx)  # the figures of a target that stopped, or of the processes that do not write
     print(md_path.read_text())
     print(f"wrote {json_path} and {md_path}")
     if args.push_to_hub:

@@ -157,3 +157,32 @@ def test_a_failure_after_a_stand_in_puts_the_target_back_but_training_errors_sto
     fakes["a"] = StandInTarget(TrainingError("the loss became non-finite"))
     with pytest.raises(TrainingError):
         campaign.run_campaign(["fake/a"], "smoke", tmp_path, None, 0, None, "test")
+
+
+class FigureTarget:
+    """A target that saves a figure; on its first turn one of its rows is busy (a stand-in)."""
+
+    title = "fake"
+
+    def __init__(self, out):
+        self.out, self.calls = out, 0
+
+    def run(self, ctx):
+        from PIL import Image
+
+        self.calls += 1
+        assert not (self.out / "fake-a-smoke-fig.png").exists()  # the stand-in turn left no figure in --out
+        if self.calls == 1:
+            ctx.stand_ins.append("busy row")
+        Image.new("RGB", (40, 30), "white").save(ctx.figure_path("fig"))
+        return []
+
+
+def test_figures_reach_the_results_folder_only_with_their_results(tmp_path, monkeypatch):
+    fakes = {"a": FigureTarget(tmp_path)}
+    monkeypatch.setattr(cli, "targets", lambda paper: fakes)
+    summary = campaign.run_campaign(["fake/a"], "smoke", tmp_path, None, 0, None, "test")
+    assert fakes["a"].calls == 2 and summary["written"] == ["fake-a-smoke.json"]
+    assert (tmp_path / "fake-a-smoke-fig.png").exists()
+    assert json.loads((tmp_path / "fake-a-smoke.json").read_text())["figures"] == ["fake-a-smoke-fig.png"]
+    assert not list(tmp_path.glob(".staging-*")), "a staging folder was left behind"
