@@ -37,18 +37,43 @@ def test_every_shipped_run_is_in_hub_layout_with_a_card(folder):
     assert json.loads((folder / "run.json").read_text())["finished"] is True
 
 
+def _training_method(folder: Path):
+    """The `Method` the run in `folder` trained with, and its hyperparameters (its evaluation step is the
+    training-time one)."""
+    method = json.loads((folder / "run.json").read_text())["content"]["method"]
+    module, _, name = method["class"].rpartition(".")
+    return getattr(importlib.import_module(module), name)(**method["hparams"])
+
+
+def _near_ties(model, folder: Path, data, precision: str) -> int:
+    """Test images whose two largest logits lie within one rounding step of `precision` of each other.
+
+    Their order is all a CPU's kernels decide: oneDNN's bf16 convolutions give other logits under another
+    instruction set (here ONEDNN_MAX_CPU_ISA=AVX2 against AVX-512) or cache blocking, and the 1,000-image
+    sample holds 3 exact bf16 ties for the zero-γ ResNet-20. On the machine that committed a record the
+    numbers are equal to the byte; on another one such images may flip, and nothing else may.
+    """
+    logits = evaluate(model, data, _training_method(folder), bf16=precision == "bf16")["logits"]
+    top2 = logits.topk(2, dim=1).values
+    step = torch.finfo(torch.bfloat16 if precision == "bf16" else torch.float32).eps * top2[:, 0].abs()
+    return int((top2[:, 0] - top2[:, 1] <= step).sum())
+
+
 @pytest.mark.parametrize("path", EVALS, ids=lambda p: p.stem)
 def test_reproduce_eval_on_shipped_weights_gives_the_committed_accuracy_and_macs(path):
     record = json.loads(path.read_text())
-    model = load_model(record["model"], str(REPO / record["weights"]))
+    folder = REPO / record["weights"]
+    model = load_model(record["model"], str(folder))
     data = build_data("cifar10-sample")
     precision = record["measurements"][0]["precision"]
-    assert precision == trained_precision(REPO / record["weights"])  # `--precision auto`, as committed
+    assert precision == trained_precision(folder)  # `--precision auto`, as committed
     measured = [m.summary() for m in measure(model, data, latency=False, progress=False, precision=precision)]
     assert [m["mode"] for m in measured] == [m["mode"] for m in record["measurements"]]
     for ours, committed in zip(measured, record["measurements"]):
-        assert ours["top1"] == committed["top1"]
-        assert ours["macs_mean"] == committed["macs_mean"]
+        assert ours["macs_mean"] == committed["macs_mean"]  # every gate decision as committed
+        if ours["top1"] != committed["top1"]:  # only images the CPU's rounding decides may differ
+            flipped = round(abs(ours["top1"] - committed["top1"]) * len(data.test_loader.dataset) / 100)
+            assert flipped <= _near_ties(model, folder, data, precision), (ours["top1"], committed["top1"])
 
 
 def test_reproduce_eval_counts_top1_as_training_does_when_logits_tie():
@@ -66,9 +91,7 @@ def test_reproduce_eval_counts_top1_as_training_does_when_logits_tie():
 def test_reproduce_eval_of_a_shipped_gated_run_is_its_training_time_evaluation():
     folder = next(f for f in SHIPPED if gated_blocks(load_model("auto", str(f))))
     model = load_model("auto", str(folder))
-    method_class = json.loads((folder / "run.json").read_text())["content"]["method"]["class"]
-    module, _, name = method_class.rpartition(".")
-    method = getattr(importlib.import_module(module), name)()
+    method = _training_method(folder)
     data = build_data("cifar10-sample")
     precision = trained_precision(folder)
     trained = evaluate(model, data, method, bf16=precision == "bf16")  # what `fit` runs after each epoch
