@@ -7,7 +7,8 @@ results/runs is not committed, so a fresh clone would start every unfinished run
 run whose target still trains its other rows (scripts/collect_runs.py ships a run once its target's
 results are written). `save` copies each such run of the mini campaign into weights/mini-in-progress/: an
 unfinished one with its last checkpoint (it resumes there, bit for bit, with the thread count it started
-with), a finished one with its weights. It drops the copies of runs that have since shipped to
+with), a finished one with its weights; a run with a file over 4 MB (an RDI-Net-20 checkpoint: weights and
+momentum of its 0.94 M parameters) is left out, as the repository keeps no larger file. It drops the copies of runs that have since shipped to
 weights/mini. `restore` puts back each parked run that is further along than the clone's own copy and
 that no process is training.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PRESET = "mini"
+MAX_FILE_BYTES = 4 * 1024 * 1024  # the repository tracks no larger file (an RDI-Net-20 checkpoint is 7.6 MB)
 FINISHED_FILES = ("run.json", "metrics.jsonl", "config.json", "model.safetensors")
 UNFINISHED_FILES = ("run.json", "metrics.jsonl", "checkpoint.pt")
 
@@ -64,6 +66,12 @@ def save() -> int:
     for folder in sorted(p.parent for p in runs.glob("*/run.json")):
         if (not _is_campaign_run(folder) or (shipped / folder.name / "model.safetensors").exists()
                 or _epochs(folder) == 0 or _epochs(folder) <= _epochs(parked / folder.name)):
+            continue
+        too_big = [p.name for p in folder.iterdir() if p.name in FINISHED_FILES + UNFINISHED_FILES
+                   and p.stat().st_size > MAX_FILE_BYTES]
+        if too_big:
+            print(f"not parked {folder.name}: {', '.join(too_big)} is over {MAX_FILE_BYTES >> 20} MB, more than the "
+                  f"repository keeps in one file; a fresh clone starts it over")
             continue
         _copy(folder, parked / folder.name)
         state = "finished" if _epochs(folder) == sys.maxsize else f"after epoch {_epochs(folder)}"

@@ -85,3 +85,16 @@ def test_finished_runs_park_with_weights_until_shipped_and_restore_never_steps_b
     (shipped / "model.safetensors").write_bytes(b"weights")
     park.save()
     assert not parked.exists() and "dropped" in capsys.readouterr().out
+
+
+def test_a_run_with_a_file_over_the_repositorys_limit_is_not_parked(tmp_path, park, monkeypatch, capsys):
+    runs = tmp_path / "results" / "runs"
+    stopping = Stoppable()
+    stopping._stop = True
+    with pytest.raises(Interrupt):
+        _train(runs, stopping)
+    size = next(runs.glob("*/checkpoint.pt")).stat().st_size
+    monkeypatch.setattr(park, "MAX_FILE_BYTES", size - 1)
+    park.save()
+    assert not (tmp_path / "weights" / "mini-in-progress").exists()
+    assert "checkpoint.pt is over" in capsys.readouterr().out
