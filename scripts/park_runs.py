@@ -14,6 +14,7 @@ that no process is training.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -54,8 +55,6 @@ def _copy(source: Path, destination: Path) -> None:
 
 
 def _is_campaign_run(folder: Path) -> bool:
-    import json
-
     record = json.loads((folder / "run.json").read_text())
     return record["requested_by"].get("target", "").endswith(f"-{PRESET}")
 
@@ -64,8 +63,9 @@ def save() -> int:
     """Park every unshipped mini run that holds a checkpoint or weights; drop parked runs that shipped."""
     runs, shipped, parked = _paths()
     for folder in sorted(p.parent for p in runs.glob("*/run.json")):
+        epochs = _epochs(folder)
         if (not _is_campaign_run(folder) or (shipped / folder.name / "model.safetensors").exists()
-                or _epochs(folder) == 0 or _epochs(folder) <= _epochs(parked / folder.name)):
+                or epochs == 0 or epochs <= _epochs(parked / folder.name)):
             continue
         too_big = [p.name for p in folder.iterdir() if p.name in FINISHED_FILES + UNFINISHED_FILES
                    and p.stat().st_size > MAX_FILE_BYTES]
@@ -74,7 +74,7 @@ def save() -> int:
                   f"repository keeps in one file; a fresh clone starts it over")
             continue
         _copy(folder, parked / folder.name)
-        state = "finished" if _epochs(folder) == sys.maxsize else f"after epoch {_epochs(folder)}"
+        state = "finished" if epochs == sys.maxsize else f"after epoch {epochs}"
         print(f"parked {folder.name} ({state})")
     for folder in sorted(parked.glob("*/")):
         if (shipped / folder.name / "model.safetensors").exists():
@@ -89,13 +89,14 @@ def restore() -> int:
 
     runs, _, parked = _paths()
     for folder in sorted(p.parent for p in parked.glob("*/run.json")):
-        if _epochs(folder) <= _epochs(runs / folder.name):
+        epochs = _epochs(folder)
+        if epochs <= _epochs(runs / folder.name):
             continue
         if training_now(runs, folder.name):
             print(f"kept {folder.name} in {parked.relative_to(REPO)}: a process is training it now")
             continue
         _copy(folder, runs / folder.name)
-        state = "finished" if _epochs(folder) == sys.maxsize else f"resumes after epoch {_epochs(folder)}"
+        state = "finished" if epochs == sys.maxsize else f"resumes after epoch {epochs}"
         print(f"restored {folder.name} ({state})")
     return 0
 
