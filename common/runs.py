@@ -204,6 +204,16 @@ def training_now(root: Path, folder: str) -> bool:
         return True
 
 
+# The run folder this process is training now (None between runs): what an interrupt reports.
+in_training: Path | None = None
+
+
+def epochs_done(directory: Path) -> int:
+    """Epochs a run folder has finished: the records of its metrics.jsonl (0 before the first)."""
+    metrics = Path(directory) / "metrics.jsonl"
+    return len(metrics.read_text().splitlines()) if metrics.exists() else 0
+
+
 def unfinished_runs(root: Path) -> list[dict]:
     """Every unfinished run under `root`: its folder, row, target, epochs done and planned, and whether a
     process is training it now."""
@@ -212,9 +222,9 @@ def unfinished_runs(root: Path) -> list[dict]:
         record = _read(record_path)
         if record.get("finished"):
             continue
-        metrics, folder = record_path.parent / "metrics.jsonl", record_path.parent.name
+        folder = record_path.parent.name
         runs.append({"folder": folder, **record["requested_by"], "training": training_now(root, folder),
-                     "epochs": len(metrics.read_text().splitlines()) if metrics.exists() else 0,
+                     "epochs": epochs_done(record_path.parent),
                      "planned": record["content"]["recipe"]["epochs"]})
     return runs
 
@@ -245,6 +255,8 @@ def _train_new(row: str, key: str, content: dict, directory: Path, model: nn.Mod
                        f"the thread count changes the arithmetic, so resume it with --threads {started_with}.")
     record = {"key": key, "content": content, "requested_by": requested_by, "finished": False,
               "cpu_threads": threads}
+    global in_training
+    in_training = directory
     if _is_main():
         directory.mkdir(parents=True, exist_ok=True)
         _write_json(record, directory / "run.json")
@@ -259,6 +271,7 @@ def _train_new(row: str, key: str, content: dict, directory: Path, model: nn.Mod
                     directory / "run.json")
         (directory / "checkpoint.pt").unlink(missing_ok=True)
     _wait()
+    in_training = None
     return Run(key, directory, model, fitted.history, fitted.evaluation, reused=False)
 
 
@@ -341,4 +354,4 @@ def stand_in(spec: ModelSpec, data: DataBundle, config: TrainConfig, method: Met
 
 
 __all__ = ["BudgetExhausted", "ModelSpec", "Run", "RunBusy", "RunError", "TrainingError", "train", "stand_in", "run_content", "run_key",
-           "is_finished", "training_now", "unfinished_runs"]
+           "is_finished", "training_now", "unfinished_runs", "epochs_done"]

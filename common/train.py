@@ -205,10 +205,6 @@ class OutputError(OSError):
     """A result, checkpoint or weights file that cannot be written; the message names the folder."""
 
 
-# (run folder, epochs finished) of the last checkpoint written in this process: what an interrupt reports.
-last_checkpoint: tuple[str, int] | None = None
-
-
 def atomic_write(write: Callable[[Path], None], path: Path) -> None:
     """`write` a temporary file, then rename it to `path`: a kill or a full disk never leaves a partial file."""
     path = Path(path)
@@ -310,7 +306,6 @@ def fit(model: nn.Module, data: DataBundle, config: TrainConfig, out_dir: str | 
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
 
-    global last_checkpoint
     method = method or Method()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -431,7 +426,6 @@ def fit(model: nn.Module, data: DataBundle, config: TrainConfig, out_dir: str | 
                          "rng": _rng_state(), "config": asdict(config),
                          "num_processes": accelerator.num_processes}, checkpoint_path)
             atomic_write_text(jsonl(history), log_path)
-            last_checkpoint = (str(out_dir), epoch + 1)
             if progress:
                 tqdm.write(f"{desc} epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.3f} "
                            f"test top-1 {record['test_top1']:.2f}% ({train_time:.1f} s)")

@@ -354,10 +354,11 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{error.filename}: " if error.filename else ""
         return _fail(f"{where}{error.strerror or error}")
     except KeyboardInterrupt:
-        from common.train import last_checkpoint
+        from common import runs
 
-        where = (f" after epoch {last_checkpoint[1]} of {last_checkpoint[0]}" if last_checkpoint else
-                 " before any epoch finished")
+        run, done = runs.in_training, runs.in_training and runs.epochs_done(runs.in_training)
+        where = ("" if run is None else f" after epoch {done} of {run}" if done else
+                 f" before the first epoch of {run} finished")
         return _fail(f"interrupted{where}; finished runs are kept: rerun with --resume to continue.", 130)
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -33,13 +33,13 @@ def _paths() -> tuple[Path, Path, Path]:
 
 def _epochs(folder: Path) -> int:
     """Epochs a run folder holds: all of them once finished, else those its checkpoint reached."""
-    from common.runs import is_finished
+    from common.runs import epochs_done, is_finished
 
     if is_finished(folder):
         return sys.maxsize
     if not (folder / "checkpoint.pt").exists():
         return 0
-    return len((folder / "metrics.jsonl").read_text().splitlines())
+    return epochs_done(folder)
 
 
 def _copy(source: Path, destination: Path) -> None:

@@ -1,5 +1,6 @@
 """reproduce CLI and common.reproduction: listing, clear errors, JSON + Markdown with provenance."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -297,8 +298,12 @@ def test_sigterm_during_training_prints_one_line_and_exits_non_zero(tmp_path):
     os.kill(process.pid, signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130 and "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith("error: interrupted after epoch 1 of ")
-    assert "rerun with --resume" in err
+    last = err.strip().splitlines()[-1]
+    # it names the run that was training (the second), not the last one that wrote a checkpoint (the first)
+    match = re.fullmatch(r"error: interrupted (?:after epoch \d+ of|before the first epoch of) (\S+?)"
+                         r"(?: finished)?; finished runs are kept: rerun with --resume to continue\.", last)
+    assert match, last
+    assert not json.loads((Path(match.group(1)) / "run.json").read_text())["finished"]
 
 
 def test_full_disk_says_so_and_leaves_no_partial_file(tmp_path, monkeypatch):
