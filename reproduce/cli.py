@@ -356,9 +356,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         from common import runs
 
-        run, done = runs.in_training, runs.in_training and runs.epochs_done(runs.in_training)
-        where = ("" if run is None else f" after epoch {done} of {run}" if done else
-                 f" before the first epoch of {run} finished")
+        run = runs.in_training
+        if run is None:
+            where = ""
+        elif runs.epochs_done(run):
+            where = f" after epoch {runs.epochs_done(run)} of {run}"
+        else:
+            where = f" before the first epoch of {run} finished"
         return _fail(f"interrupted{where}; finished runs are kept: rerun with --resume to continue.", 130)
     finally:
         signal.signal(signal.SIGTERM, previous)
