@@ -204,7 +204,8 @@ def training_now(root: Path, folder: str) -> bool:
         return True
 
 
-# The run folder this process is training now (None between runs): what an interrupt reports.
+# The run folder this process is training (None once it finished; kept when an error stopped it):
+# what an interrupt reports.
 in_training: Path | None = None
 
 
@@ -233,6 +234,7 @@ def _train_new(row: str, key: str, content: dict, directory: Path, model: nn.Mod
                config: TrainConfig, method: Method, resume: bool, restart: bool, requested_by: dict,
                progress: bool, deadline: float | None, root: Path) -> Run:
     """Train (or continue) an unfinished run in its folder, then write its weights and mark it finished."""
+    global in_training
     has_checkpoint = (directory / "checkpoint.pt").exists()
     if has_checkpoint and restart:
         if _is_main():
@@ -255,7 +257,6 @@ def _train_new(row: str, key: str, content: dict, directory: Path, model: nn.Mod
                        f"the thread count changes the arithmetic, so resume it with --threads {started_with}.")
     record = {"key": key, "content": content, "requested_by": requested_by, "finished": False,
               "cpu_threads": threads}
-    global in_training
     in_training = directory
     if _is_main():
         directory.mkdir(parents=True, exist_ok=True)

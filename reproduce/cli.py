@@ -357,10 +357,11 @@ def main(argv: list[str] | None = None) -> int:
         from common import runs
 
         run = runs.in_training
+        done = runs.epochs_done(run) if run is not None else 0
         if run is None:
             where = ""
-        elif runs.epochs_done(run):
-            where = f" after epoch {runs.epochs_done(run)} of {run}"
+        elif done:
+            where = f" after epoch {done} of {run}"
         else:
             where = f" before the first epoch of {run} finished"
         return _fail(f"interrupted{where}; finished runs are kept: rerun with --resume to continue.", 130)

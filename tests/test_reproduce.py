@@ -304,6 +304,7 @@ def test_sigterm_during_training_prints_one_line_and_exits_non_zero(tmp_path):
                          r"(?: finished)?; finished runs are kept: rerun with --resume to continue\.", last)
     assert match, last
     assert not json.loads((Path(match.group(1)) / "run.json").read_text())["finished"]
+    assert "rerun with --resume" in err
 
 
 def test_full_disk_says_so_and_leaves_no_partial_file(tmp_path, monkeypatch):
