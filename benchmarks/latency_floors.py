@@ -330,6 +330,7 @@ def main() -> None:
         "DY-Graph ResNet-50, inference batch 1": lambda: dygraph_inference("resnet50", 224, 1, r, n),
         "DY-Graph ResNet-50, inference batch 8": lambda: dygraph_inference("resnet50", 224, 8, r, max(2, n // 3)),
         "DY-Graph MobileNetV2, inference batch 1": lambda: dygraph_inference("mobilenet_v2", 224, 1, r, n),
+        "DY-Graph MobileNetV2, inference batch 8": lambda: dygraph_inference("mobilenet_v2", 224, 8, r, max(2, n // 3)),
         "Adanet 110, training step batch 128": lambda: training(_gated_training_parts, "adanet110", 1.10),
         "RDI-Net 110, training step batch 128": lambda: training(_gated_training_parts, "rdinet110", 1.15),
         "DY-Graph ResNet-20, training step batch 128": lambda: training(_dygraph_training_parts, "dygraph20", 1.10),
