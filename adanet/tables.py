@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from common.backbones import create_backbone, residual_stages
+from common.dynamic import UNDECIDED, undecided
 from common.hub import HubBackbone
 from common.metrics import count_params, model_macs
 from common.reproduction import CIFAR10, MINI_RECIPE, Cell, Context, Target
@@ -93,8 +94,6 @@ IMAGENET_RECIPES = {
 }
 IMAGENET_METHOD = {"variant": "paper", "lam": 2.0, "target": imagenet_targets(0.6), "leave_out_full": True}
 
-# Fig. 3's diagnostic (ours, not the paper's): a gate whose P(execute) lies in this open interval is "undecided".
-UNDECIDED = (0.2, 0.8)
 LATENCY_RATE = 0.6
 LATENCY_REPEATS = {"smoke": (2, 5, 3), "mini": (5, 20, 5), "short": (5, 20, 5), "paper": (5, 20, 5)}  # (warm-up, repeats, rounds)
 
@@ -319,7 +318,7 @@ def run_fig3(ctx: Context) -> list[Cell]:
         third = taken.shape[1] // 3
         spread = matrix.std(dim=0)  # variation between classes, per layer
         probs = result.evaluation["probs"]  # P(execute) = softmax(β)[execute], Eq. (6) without the noise
-        undecided = ((probs > UNDECIDED[0]) & (probs < UNDECIDED[1])).float()
+        unsure = undecided(probs)
         panels.append(Panel(f"{row}: execution rate per layer and class (▼ downsampling)", matrix, down.tolist()))
         trained = ctx.full_training
         cells += [Cell(row, "Mean rate", None, float(taken.mean()), "", trained),
@@ -327,10 +326,10 @@ def run_fig3(ctx: Context) -> list[Cell]:
                   Cell(row, "Other layers' rate", None, float(taken[:, ~down].mean()), "", trained),
                   Cell(row, "Class spread, first third", None, float(spread[:third].nanmean()), "std", trained),
                   Cell(row, "Class spread, last third", None, float(spread[-third:].nanmean()), "std", trained),
-                  Cell(row, "Undecided gates", None, 100 * float(undecided.mean()), "%", trained,
+                  Cell(row, "Undecided gates", None, 100 * float(unsure.mean()), "%", trained,
                        f"share of (test image, layer) pairs with {UNDECIDED[0]} < P(execute) < {UNDECIDED[1]}: there "
                        "the argmax at test time and the gate sampled in training often disagree")]
-        ctx.extra[row] = {"rates_by_class": matrix.tolist(), "undecided_per_layer": undecided.mean(0).tolist()}
+        ctx.extra[row] = {"rates_by_class": matrix.tolist(), "undecided_per_layer": unsure.mean(0).tolist()}
     plot_heatmaps(panels, ctx.figure_path("fig3"), CIFAR10_CLASSES)
     return cells
 

@@ -151,6 +151,16 @@ def probabilities(model: nn.Module) -> torch.Tensor:
     return torch.stack([b.last_prob for b in gated_blocks(model)], dim=1)
 
 
+# A diagnostic (ours, no paper's): a gate whose P(execute) lies in this open interval is "undecided". There
+# the decision sampled in training and the argmax taken at test time often disagree.
+UNDECIDED = (0.2, 0.8)
+
+
+def undecided(probs: torch.Tensor) -> torch.Tensor:
+    """1.0 where P(execute) in `probs` lies inside UNDECIDED, else 0.0 (same shape)."""
+    return ((probs > UNDECIDED[0]) & (probs < UNDECIDED[1])).float()
+
+
 def set_rates(model: nn.Module, rates: torch.Tensor) -> None:
     """Store each block's expected execution rate (used by the "scaled" mode)."""
     blocks = gated_blocks(model)

@@ -24,8 +24,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from common.data import DataBundle
-from common.dynamic import expected_macs_of, gated_blocks
+from common.dynamic import UNDECIDED, expected_macs_of, gated_blocks, undecided
 from common.dynamic import decisions as gate_decisions
+from common.dynamic import probabilities as gate_probabilities
 from common.dynamic import set_mode as set_gate_mode
 from common.hub import HubBackbone, WeightsError, weights_folder
 from common.metrics import alternating_latency, count_macs, model_macs, topk_correct
@@ -108,6 +109,8 @@ class Measurement:
     precision: str = "fp32"          # "bf16": every number measured under bf16 autocast
     latency_ms: dict[int, float] = field(default_factory=dict)
     backbone_latency_ms: dict[int, float] = field(default_factory=dict)
+    block_rates: list[float] = field(default_factory=list)      # gated networks: each block's executed share
+    block_undecided: list[float] = field(default_factory=list)  # and its share of images with P(execute) in UNDECIDED
 
     def summary(self) -> dict:
         """JSON-ready numbers."""
@@ -115,14 +118,16 @@ class Measurement:
                 "macs_std": float(self.macs.std()) if len(self.macs) > 1 else 0.0, "images_counted": len(self.macs),
                 "macs_fraction": float(self.macs.mean()) / self.backbone_macs, "backbone_macs": self.backbone_macs,
                 "latency_ms": self.latency_ms, "backbone_latency_ms": self.backbone_latency_ms,
-                "latency_ratio": {b: self.latency_ms[b] / self.backbone_latency_ms[b] for b in self.latency_ms}}
+                "latency_ratio": {b: self.latency_ms[b] / self.backbone_latency_ms[b] for b in self.latency_ms},
+                "block_rates": self.block_rates, "block_undecided": self.block_undecided}
 
 
 @torch.no_grad()
 def _accuracy_and_macs(model: nn.Module, data: DataBundle, size: tuple[int, int, int], progress: bool
-                       ) -> tuple[float, torch.Tensor | None]:
-    """Top-1 over the test set in the current mode, and the gated networks' per-image MACs."""
-    correct, seen, taken = 0, 0, []
+                       ) -> tuple[float, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Top-1 over the test set in the current mode; for gated networks also the per-image MACs and the
+    decisions and P(execute) [N, L]."""
+    correct, seen, taken, probs = 0, 0, [], []
     gated = bool(gated_blocks(model))
     for images, labels in tqdm(data.test_loader, desc="accuracy", leave=False, disable=not progress,
                                mininterval=_BAR_INTERVAL, delay=3.0):  # a bar only past a few seconds
@@ -131,8 +136,11 @@ def _accuracy_and_macs(model: nn.Module, data: DataBundle, size: tuple[int, int,
         seen += len(labels)
         if gated:
             taken.append(gate_decisions(model).float())
-    macs = expected_macs_of(model, size, torch.cat(taken)).per_image if gated else None
-    return 100.0 * correct / seen, macs
+            probs.append(gate_probabilities(model).float())
+    if not gated:
+        return 100.0 * correct / seen, None, None, None
+    taken = torch.cat(taken)
+    return 100.0 * correct / seen, expected_macs_of(model, size, taken).per_image, taken, torch.cat(probs)
 
 
 @torch.no_grad()
@@ -167,12 +175,14 @@ def _measure(model: nn.Module, data: DataBundle, latency: bool, rounds: int, rep
     for mode in inference_modes(model):
         mode.enter()
         try:
-            top1, macs = _accuracy_and_macs(model, data, size, progress)
+            top1, macs, taken, probs = _accuracy_and_macs(model, data, size, progress)
             if macs is None:
                 dynamic = type(model).__name__ == "DYGraphNet"
                 macs = (_counted_macs(model, data, counted_images, progress) if dynamic
                         else torch.tensor([float(model_macs(model, size))], dtype=torch.float64))
-            results.append(Measurement(mode.label, top1, macs, backbone_macs, precision=precision))
+            per_block = {} if taken is None else {"block_rates": taken.mean(0).tolist(),
+                                                  "block_undecided": undecided(probs).mean(0).tolist()}
+            results.append(Measurement(mode.label, top1, macs, backbone_macs, precision=precision, **per_block))
         finally:
             mode.leave()
     if latency:
@@ -220,6 +230,11 @@ def markdown(measurements: list[Measurement], title: str) -> str:
                              for b in LATENCY_BATCHES)
         lines.append(f"| {m.mode} | {m.top1:.2f} | {s['macs_mean'] / 1e6:.2f} ± {s['macs_std'] / 1e6:.2f} | "
                      f"{s['macs_fraction']:.3f} | {latency} |")
+    for m in measurements:
+        if m.block_rates:
+            lines += ["", f"Per gated block, in network order ({m.mode}): executed share "
+                      + " ".join(f"{r:.2f}" for r in m.block_rates) + f"; share of images whose P(execute) lies in "
+                      f"({UNDECIDED[0]}, {UNDECIDED[1]}) " + " ".join(f"{u:.2f}" for u in m.block_undecided) + "."]
     backbone = measurements[0]
     lines += ["", f"Precision: {backbone.precision}" + (" (bf16 autocast, as the run's recipe trained and evaluated it)"
                                                        if backbone.precision == "bf16" else "") + "."]

@@ -5,7 +5,7 @@ from torch import nn
 
 from common.backbones import create_backbone, residual_stages
 from common.dynamic import (GatedBlock, decisions, expected_macs_of, gated_blocks, macs_profile,
-                            probabilities, set_mode, set_rates)
+                            probabilities, set_mode, set_rates, undecided)
 from common.metrics import count_macs
 
 
@@ -200,3 +200,8 @@ def test_output_mix_traced_by_torch_compile_gives_eager_values_and_gradients():
         results.append((out.detach(), x.grad, gated.gate.logit.grad.clone(), block.conv1.weight.grad.clone()))
     for eager, compiled in zip(*results):
         torch.testing.assert_close(compiled, eager)
+
+
+def test_undecided_marks_gates_strictly_between_0_2_and_0_8():
+    probs = torch.tensor([[0.1, 0.2, 0.5], [0.8, 0.79, 0.95]])
+    assert undecided(probs).tolist() == [[0.0, 0.0, 1.0], [0.0, 1.0, 0.0]]

@@ -99,6 +99,25 @@ def test_reproduce_eval_of_a_shipped_gated_run_is_its_training_time_evaluation()
     assert precision == "bf16" and ours.top1 == accuracy(trained["logits"], trained["labels"], (1,))[1]
 
 
+def test_reproduce_eval_reports_each_gated_blocks_executed_share_and_undecided_share():
+    folder = next(f for f in SHIPPED if gated_blocks(load_model("auto", str(f))))
+    model = load_model("auto", str(folder))
+    data = build_data("cifar10-sample", test_limit=100)
+    precision = trained_precision(folder)
+    trained = evaluate(model, data, _training_method(folder), bf16=precision == "bf16")
+    ours = measure(model, data, latency=False, progress=False, precision=precision)[0].summary()
+    probs = trained["probs"]
+    assert ours["block_rates"] == trained["decisions"].mean(0).tolist()
+    assert ours["block_undecided"] == ((probs > 0.2) & (probs < 0.8)).float().mean(0).tolist()
+    assert len(ours["block_rates"]) == len(gated_blocks(model)) and 0 < sum(ours["block_undecided"])
+
+
+def test_reproduce_eval_reports_no_blocks_for_a_static_network():
+    data = build_data("cifar10-sample", test_limit=8)
+    summary = measure(HubBackbone("resnet20_cifar", 10), data, latency=False, progress=False)[0].summary()
+    assert summary["block_rates"] == [] and summary["block_undecided"] == []
+
+
 def test_demo_runs_are_the_comparisons_headline_models_or_with_all_every_shipped_run():
     comparison = json.loads((REPO / "results" / "compare-methods-mini.json").read_text())
     named = sorted(run["folder"] for run in comparison["runs"].values())
