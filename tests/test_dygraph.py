@@ -14,7 +14,7 @@ from common.metrics import count_macs, count_params, counted, model_macs
 from common.runs import ModelSpec
 from dygraph import (DAGStage, adjacency, create_model, dag_stages, detection_backbone, executed_nodes,
                      faster_rcnn, list_models, random_dag, set_mode)
-from dygraph.model import threshold, weighted_sum
+from dygraph.model import BankPool, threshold, weighted_sum
 
 
 def tiny_block(channels: int = 4) -> nn.Module:
@@ -182,6 +182,44 @@ def test_training_bank_gives_the_outputs_and_gradients_of_the_per_edge_sum(tau):
     for name in ref_grads:
         # atol: a conv bias in front of a BatchNorm has a true gradient of 0 (both give float noise ~1e-5)
         torch.testing.assert_close(bank_grads[name], ref_grads[name], rtol=1e-4, atol=5e-5, msg=name)
+
+
+def test_bank_pool_hands_a_tensor_out_again_only_once_nothing_shares_it():
+    pool, like = BankPool(size=2), torch.zeros(1)
+    first = pool.empty((2, 3), like)
+    storage = first.data_ptr()
+    assert pool.empty((2, 3), like).data_ptr() != storage  # taken while `first` lives
+    del first
+    again = pool.empty((2, 3), like)
+    assert again.data_ptr() == storage
+    row = again[0]  # a view (a gradient handed to a hook, say) keeps the storage taken
+    del again
+    assert pool.empty((2, 3), like).data_ptr() != storage
+    del row
+    assert pool.empty((2, 3), like).data_ptr() == storage
+    assert pool.empty((2, 3), like.bfloat16()).dtype == torch.bfloat16 and len(pool.entries) == 2
+    assert copy.deepcopy(pool).entries == []
+
+
+def test_training_steps_reuse_their_banks_and_never_read_what_a_bank_held():
+    stage = tiny_stage(nodes=4).train()
+    x = torch.randn(6, 3, 8, 8)
+
+    def step() -> dict[str, torch.Tensor]:
+        stage.zero_grad(set_to_none=True)
+        out = stage(x)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        return {name: p.grad.clone() for name, p in stage.named_parameters() if p.grad is not None}
+
+    before = step()
+    storages = [tensor.data_ptr() for tensor, _ in stage.banks.entries]
+    assert len(storages) == 2  # the feature bank and its gradient rows, free again once the step's graph is gone
+    for tensor, _ in stage.banks.entries:
+        tensor.fill_(float("nan"))
+    after = step()
+    assert [tensor.data_ptr() for tensor, _ in stage.banks.entries] == storages
+    for name in before:
+        torch.testing.assert_close(after[name], before[name], rtol=0, atol=0, msg=name)
 
 
 def test_removed_images_stay_out_of_a_nodes_batchnorm_statistics():
