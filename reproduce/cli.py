@@ -122,6 +122,9 @@ def _eval(argv: list[str]) -> int:
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="auto (default): as the run's recipe trained and evaluated it (bf16 autocast for "
                              "the mini runs; fp32 for weights without a run.json)")
+    parser.add_argument("--sample-gates", type=_seed, default=None, metavar="SEED",
+                        help="Adanet: also measure with the gates sampled as in training (the authors' test "
+                             "time), Gumbel noise drawn from SEED")
     args = parser.parse_args(argv)
     if args.data_dir is not None:
         check_local("cifar10", args.data_dir)
@@ -131,7 +134,8 @@ def _eval(argv: list[str]) -> int:
     # the test batches of training (common.data's eval batch size): real skipping runs each block on the
     # images of a batch that execute it, so other batches could round a borderline image differently
     data = build_data("cifar10" if args.data_dir else "cifar10-sample", args.data_dir)
-    measurements = measure(model, data, latency=not args.no_latency, precision=precision)
+    measurements = measure(model, data, latency=not args.no_latency, precision=precision,
+                           sample_gates=args.sample_gates)
     label = args.model if args.model != "auto" else f"{type(model).__name__} ({Path(args.weights).name})"
     stem = f"eval-{slug(args.model if args.model != 'auto' else Path(args.weights).name)}"
     ctx = Context("eval", stem, "eval", out, args.data_dir, command=public_command("python -m reproduce eval", argv))
@@ -191,9 +195,9 @@ def _seed(value: str) -> int:
     try:
         seed = int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--seed {value!r} is not a whole number from 0 to 4294967295") from None
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number from 0 to 4294967295") from None
     if not 0 <= seed < 2**32:
-        raise argparse.ArgumentTypeError(f"--seed {seed} is outside 0 … 4294967295")
+        raise argparse.ArgumentTypeError(f"{seed} is outside 0 … 4294967295")
     return seed
 
 

@@ -77,10 +77,25 @@ class Mode:
     leave: Callable[[], None] = lambda: None
 
 
-def inference_modes(model: nn.Module) -> list[Mode]:
-    """How each kind of model is deployed: real skipping, or ADN's super- and base-net."""
+def inference_modes(model: nn.Module, sample_gates: int | None = None) -> list[Mode]:
+    """How each kind of model is deployed: real skipping, or ADN's super- and base-net. `sample_gates`
+    (a seed) adds real skipping with Gumbel-sampled gates, as in training (Adanet only)."""
+    if sample_gates is not None and not hasattr(model, "set_stochastic"):
+        raise WeightsError(f"--sample-gates: {type(model).__name__} has no sampled gates at test time; "
+                           f"only Adanet models (adanet/...) do.")
     if gated_blocks(model):
-        return [Mode("skip", lambda: set_gate_mode(model, "skip"), lambda: set_gate_mode(model, "masked"))]
+        modes = [Mode("skip", lambda: set_gate_mode(model, "skip"), lambda: set_gate_mode(model, "masked"))]
+        if sample_gates is not None:
+            def sampled() -> None:
+                set_gate_mode(model, "skip")
+                model.set_stochastic(True)
+                torch.manual_seed(sample_gates)  # every pass over the test set draws the same gates
+
+            def argmax() -> None:
+                model.set_stochastic(False)
+                set_gate_mode(model, "masked")
+            modes.append(Mode(f"skip, sampled gates (seed {sample_gates})", sampled, argmax))
+        return modes
     if type(model).__name__ == "DYGraphNet":
         from dygraph import set_mode
         return [Mode("skip", lambda: set_mode(model, "skip"), lambda: set_mode(model, "masked"))]
@@ -156,23 +171,25 @@ def _counted_macs(model: nn.Module, data: DataBundle, limit: int, progress: bool
 
 
 def measure(model: nn.Module, data: DataBundle, latency: bool = True, rounds: int = 3, repeats: int = 10,
-            progress: bool = True, counted_images: int = COUNTED_IMAGES, precision: str = "fp32") -> list[Measurement]:
+            progress: bool = True, counted_images: int = COUNTED_IMAGES, precision: str = "fp32",
+            sample_gates: int | None = None) -> list[Measurement]:
     """Accuracy, MACs per image and latency vs the static backbone, for each inference mode of `model`, in
-    `precision` ("bf16": under bf16 autocast, as `common.train.evaluate` runs a bf16 recipe's test set)."""
+    `precision` ("bf16": under bf16 autocast, as `common.train.evaluate` runs a bf16 recipe's test set);
+    `sample_gates`: a seed for an extra mode with sampled gates (`inference_modes`)."""
     if precision not in PRECISIONS or precision == "auto":  # a recipe's "auto" is resolved by trained_precision
         raise ValueError(f"Unknown precision {precision!r} to measure in; valid: bf16, fp32.")
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-        return _measure(model, data, latency, rounds, repeats, progress, counted_images, precision)
+        return _measure(model, data, latency, rounds, repeats, progress, counted_images, precision, sample_gates)
 
 
 def _measure(model: nn.Module, data: DataBundle, latency: bool, rounds: int, repeats: int, progress: bool,
-             counted_images: int, precision: str) -> list[Measurement]:
+             counted_images: int, precision: str, sample_gates: int | None) -> list[Measurement]:
     model = model.cpu().eval()
     size = data.input_size
     backbone = static_backbone(model, data.num_classes)
     backbone_macs = model_macs(backbone, size)
     results = []
-    for mode in inference_modes(model):
+    for mode in inference_modes(model, sample_gates):
         mode.enter()
         try:
             top1, macs, taken, probs = _accuracy_and_macs(model, data, size, progress)
@@ -188,7 +205,7 @@ def _measure(model: nn.Module, data: DataBundle, latency: bool, rounds: int, rep
     if latency:
         for batch in LATENCY_BATCHES:
             inputs = torch.randn(batch, *size)
-            modes = {result.mode: mode for mode, result in zip(inference_modes(model), results)}
+            modes = {result.mode: mode for mode, result in zip(inference_modes(model, sample_gates), results)}
             variants = {"backbone": lambda: backbone(inputs), **{name: lambda: model(inputs) for name in modes}}
             try:
                 timing = alternating_latency(variants, rounds, repeats, warmup=2,

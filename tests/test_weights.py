@@ -11,7 +11,7 @@ import torch
 
 from common.data import build_data
 from common.dynamic import gated_blocks
-from common.hub import HubBackbone
+from common.hub import HubBackbone, WeightsError
 from common.metrics import accuracy
 from common.reproduction import WEIGHTS_DIR
 from common.train import evaluate
@@ -110,6 +110,29 @@ def test_reproduce_eval_reports_each_gated_blocks_executed_share_and_undecided_s
     assert ours["block_rates"] == trained["decisions"].mean(0).tolist()
     assert ours["block_undecided"] == ((probs > 0.2) & (probs < 0.8)).float().mean(0).tolist()
     assert len(ours["block_rates"]) == len(gated_blocks(model)) and 0 < sum(ours["block_undecided"])
+
+
+def test_reproduce_eval_samples_adanet_gates_from_their_probabilities_with_a_seed():
+    folder = next(f for f in SHIPPED if json.loads((f / "run.json").read_text())["class"].startswith("adanet."))
+    model = load_model("auto", str(folder))
+    data = build_data("cifar10-sample")
+    argmax, sampled = measure(model, data, latency=False, progress=False, sample_gates=3)
+    again = measure(model, data, latency=False, progress=False, sample_gates=3)[1]
+    other = measure(model, data, latency=False, progress=False, sample_gates=4)[1]
+    trained = evaluate(model, data, _training_method(folder))
+    assert sampled.mode == "skip, sampled gates (seed 3)" and argmax.mode == "skip"
+    assert argmax.block_rates == trained["decisions"].mean(0).tolist()  # the argmax mode is left as it was
+    assert sampled.summary() == again.summary() and sampled.block_rates != other.block_rates
+    # The first gate sees the same input in both modes: sampled, it runs for about its mean P(execute) over
+    # the 1,000 images (0.60; 4σ of a Bernoulli mean: 0.063), not for every image as its argmax does.
+    first_prob = trained["probs"][:, 0].mean().item()
+    assert argmax.block_rates[0] == 1.0 and abs(sampled.block_rates[0] - first_prob) < 0.07
+
+
+def test_reproduce_eval_refuses_to_sample_a_model_without_sampled_gates():
+    with pytest.raises(WeightsError, match="only Adanet models"):
+        measure(HubBackbone("resnet20_cifar", 10), build_data("cifar10-sample", test_limit=8), latency=False,
+                progress=False, sample_gates=0)
 
 
 def test_reproduce_eval_reports_no_blocks_for_a_static_network():
