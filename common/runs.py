@@ -196,9 +196,13 @@ def _lock_path(root: Path, folder: str) -> Path:
 
 
 def training_now(root: Path, folder: str) -> bool:
-    """Whether a process holds the lock of run `folder` under `root`, i.e. is training it now."""
+    """Whether a process holds the lock of run `folder` under `root`, i.e. is training it now (creates no
+    file: a run no process ever trained under `root`, e.g. a parked copy, has no lock)."""
+    path = _lock_path(root, folder)
+    if not path.exists():
+        return False
     try:
-        with _locked(_lock_path(root, folder), busy=folder):
+        with _locked(path, busy=folder):
             return False
     except RunBusy:
         return True

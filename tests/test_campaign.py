@@ -92,6 +92,7 @@ def test_status_lists_written_targets_and_unfinished_runs_of_the_preset(tmp_path
         "  a-1  4/5  adanet-fig7-smoke: row of a-1",
         "  e-5  1/5  adanet-fig7-smoke: row of e-5"]
     assert not (tmp_path / "adanet-fig7-smoke.json").exists()  # nothing ran
+    assert not (parked / ".locks").exists()  # a status query writes nothing into the committed folder
 
 
 def _held_lock(root, spec, data, config, method):
