@@ -4,11 +4,13 @@
 
 Each file's own command runs again at HEAD into a temporary folder (fresh runs, nothing reused); every
 cell must come out the same, except wall-clock measurements (`timing` cells), which no rerun repeats.
+The rerun uses the recorded run's torch thread count (its provenance), whatever OMP_NUM_THREADS says.
 Prints one line per file and exits non-zero when any cell differs.
 """
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -25,6 +27,9 @@ def rerun(path: Path) -> list[str]:
     if "--out" in argv:
         index = argv.index("--out")
         del argv[index:index + 2]
+    threads = re.search(r"(\d+) torch threads", record["provenance"].get("device", ""))
+    if threads and not any(arg.startswith("--threads") for arg in argv):
+        argv += ["--threads", threads[1]]  # the recorded run's: reductions, hence cells, depend on it
     with tempfile.TemporaryDirectory() as out:
         done = subprocess.run([sys.executable, "-m", "reproduce", *argv, "--out", out], cwd=REPO,
                               capture_output=True, text=True)
