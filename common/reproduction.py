@@ -270,10 +270,26 @@ def markdown_table(cells: list[Cell], title: str = "", preset: str | None = None
             entries.append(f"{_fmt(cell.ours)}{mark} ({_fmt(cell.paper)})")
         lines.append(f"| {row} | " + " | ".join(entries) + " |")
     lines += ["", footnote(preset)]
-    notes = [f"- {c.row} / {c.column}: {c.note}" for c in cells if c.note]
+    notes = note_lines(cells)
     if notes:
-        lines += ["", "Notes:", *dict.fromkeys(notes)]
+        lines += ["", "Notes:", *notes]
     return "\n".join(lines) + "\n"
+
+
+def note_lines(cells: list[Cell]) -> list[str]:
+    """One line per distinct (column, note), naming its rows, or 'every row' where all rows of the column share it."""
+    rows_of_column: dict[str, list[str]] = {}
+    noted: dict[tuple[str, str], list[str]] = {}
+    for cell in cells:
+        rows_of_column.setdefault(cell.column, []).append(cell.row)
+        if cell.note:
+            noted.setdefault((cell.column, cell.note), []).append(cell.row)
+    lines = []
+    for (column, note), rows in noted.items():
+        rows = list(dict.fromkeys(rows))
+        every = len(rows) > 1 and rows == list(dict.fromkeys(rows_of_column[column]))
+        lines.append(f"- {'every row' if every else '; '.join(rows)} / {column}: {note}")
+    return lines
 
 
 def stamp_figure(path: Path, preset: str) -> None:

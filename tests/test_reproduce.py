@@ -99,6 +99,16 @@ def test_update_readme_fills_marked_block(tmp_path):
     assert "python -m reproduce" not in markdown_table([])  # empty table renders without commands
 
 
+def test_notes_shared_by_rows_print_once():
+    cells = [Cell("A", "Top-1", None, 1.0, "%", note="curves only"), Cell("B", "Top-1", None, 2.0, "%", note="curves only"),
+             Cell("A", "MACs", 3.0, 3.0, "M", note="counted"), Cell("B", "MACs", 4.0, 4.0, "M"),
+             Cell("C", "MACs", 5.0, 5.0, "M", note="counted"), Cell("C", "Top-1", None, 3.0, "%", note="other")]
+    notes = markdown_table(cells).split("Notes:\n", 1)[1].splitlines()
+    assert notes == ["- A; B / Top-1: curves only", "- A; C / MACs: counted", "- C / Top-1: other"]
+    two_rows = markdown_table(cells[:2]).split("Notes:\n", 1)[1].splitlines()
+    assert two_rows == ["- every row / Top-1: curves only"]
+
+
 def test_every_registered_target_is_well_formed():
     for paper, found in cli.all_targets().items():
         for name, target in found.items():
