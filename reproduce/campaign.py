@@ -23,7 +23,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from common.reproduction import WEIGHTS_DIR, Context, discard_staging, write_results
+from common.reproduction import WEIGHTS_DIR, Context, discard_staging, public_command, write_results
 from common.runs import RunError, TrainingError, unfinished_runs
 from common.train import BudgetExhausted, atomic_write_text
 
@@ -48,6 +48,15 @@ def _put_back(name: str, ctx: Context, queue: deque, busy_in_a_row: int) -> int:
     return 0 if trained_now else busy_in_a_row + 1
 
 
+def _target_command(paper: str, target_name: str, preset: str, out: Path, data_dir: str | None,
+                    threads: int | None) -> str:
+    """The command that reruns one target as the campaign runs it, as results show it (a local data folder: DATA_DIR)."""
+    argv = [paper, target_name, "--preset", preset, "--out", str(out), "--resume"]
+    argv += ["--data-dir", data_dir] if data_dir else []
+    argv += ["--threads", str(threads)] if threads is not None else []
+    return public_command("python -m reproduce", argv)
+
+
 def run_campaign(targets: list[str], preset: str, out: Path, data_dir: str | None, seed: int,
                  budget_minutes: float | None, command: str, threads: int | None = None,
                  skip_written: bool = False, then: str | None = None) -> dict:
@@ -64,9 +73,7 @@ def run_campaign(targets: list[str], preset: str, out: Path, data_dir: str | Non
         target = paper_targets(paper)[target_name]
         everything_busy = busy_in_a_row > len(queue)  # since the last progress, every target left was busy
         ctx = Context(paper, target_name, preset, out, data_dir, resume=True, seed=seed,
-                      command=f"python -m reproduce {paper} {target_name} --preset {preset} --out {out}"
-                              + (f" --data-dir {data_dir}" if data_dir else "")
-                              + (f" --threads {threads}" if threads is not None else ""), deadline=deadline,
+                      command=_target_command(paper, target_name, preset, out, data_dir, threads), deadline=deadline,
                       wait_busy=everything_busy)
         if skip_written and _results_json(out, name, preset).exists():
             print(f"campaign: {name} skipped: {_results_json(out, name, preset)} exists (delete it to run the target "

@@ -187,3 +187,12 @@ def test_figures_reach_the_results_folder_only_with_their_results(tmp_path, monk
     assert (tmp_path / "fake-a-smoke-fig.png").exists()
     assert json.loads((tmp_path / "fake-a-smoke.json").read_text())["figures"] == ["fake-a-smoke-fig.png"]
     assert not list(tmp_path.glob(".staging-*")), "a staging folder was left behind"
+
+
+def test_results_of_a_campaign_show_no_local_data_folder(tmp_path, monkeypatch):
+    fakes = {"a": FigureTarget(tmp_path)}
+    monkeypatch.setattr(cli, "targets", lambda paper: fakes)
+    data_dir = str(tmp_path / "my-data" / "cifar10")
+    campaign.run_campaign(["fake/a"], "smoke", tmp_path, data_dir, 0, None, "test", threads=1)
+    command = json.loads((tmp_path / "fake-a-smoke.json").read_text())["provenance"]["command"]
+    assert command == f"python -m reproduce fake a --preset smoke --out {tmp_path} --resume --data-dir DATA_DIR --threads 1"
