@@ -342,6 +342,20 @@ def test_results_name_no_local_data_folder():
     assert public_source("../elsewhere/cifar10") == "DATA_DIR" and public_source("uoft-cs/cifar10") == "uoft-cs/cifar10"
 
 
+def test_committed_results_show_no_local_data_folder():
+    import shlex
+
+    from common.reproduction import REPO_ROOT
+
+    for path in sorted((REPO_ROOT / "results").rglob("*.json")):
+        record = json.loads(path.read_text())
+        command = record.get("provenance", {}).get("command", "") if isinstance(record, dict) else ""
+        argv = shlex.split(command)
+        folders = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--data-dir"]
+        folders += [arg.split("=", 1)[1] for arg in argv if arg.startswith("--data-dir=")]
+        assert all(folder == "DATA_DIR" for folder in folders), f"{path.name}: {command}"
+
+
 def test_an_imagenet_target_refuses_the_mini_preset_in_one_line(capsys):
     assert cli.main(["adanet", "table2", "--preset", "mini"]) == 2
     err = capsys.readouterr().err.strip()
