@@ -292,6 +292,17 @@ def note_lines(cells: list[Cell]) -> list[str]:
     return lines
 
 
+def wrap_to_width(text: str, width_of: Callable[[str], float], width: float) -> list[str]:
+    """`text` in lines of whole words, each no wider than `width` by `width_of` (a word wider than that stands alone)."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and width_of(f"{lines[-1]} {word}") <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines
+
+
 def stamp_figure(path: Path, preset: str) -> None:
     """Write the preset under a figure (and that its numbers are not the paper's unless it is `paper`)."""
     from PIL import Image, ImageDraw, ImageFont
@@ -300,8 +311,10 @@ def stamp_figure(path: Path, preset: str) -> None:
     text = f"dynnets · preset {preset}" + ("" if preset == "paper" else
                                             f" · not comparable to the paper: {PRESET_NOTES.get(preset, preset)}")
     font = ImageFont.load_default(size=max(11, image.width // 90))
-    strip = Image.new("RGB", (image.width, font.size + 10), "white")
-    ImageDraw.Draw(strip).text((6, 4), text, fill=(90, 90, 90), font=font)
+    lines = wrap_to_width(text, lambda line: ImageDraw.Draw(image).textlength(line, font=font), image.width - 12)
+    strip = Image.new("RGB", (image.width, (font.size + 4) * len(lines) + 6), "white")
+    for index, line in enumerate(lines):
+        ImageDraw.Draw(strip).text((6, 4 + (font.size + 4) * index), line, fill=(90, 90, 90), font=font)
     stamped = Image.new("RGB", (image.width, image.height + strip.height), "white")
     stamped.paste(image, (0, 0))
     stamped.paste(strip, (0, image.height))

@@ -109,6 +109,21 @@ def test_notes_shared_by_rows_print_once():
     assert two_rows == ["- every row / Top-1: curves only"]
 
 
+def test_a_figure_stamp_wraps_to_the_figure_width(tmp_path):
+    from PIL import Image
+
+    from common.reproduction import stamp_figure, wrap_to_width
+
+    assert wrap_to_width("aa bb cc", len, 5) == ["aa bb", "cc"] and wrap_to_width("abcdefg h", len, 5) == ["abcdefg", "h"]
+    heights = {}
+    for width in (600, 1400):
+        Image.new("RGB", (width, 100), "white").save(tmp_path / f"{width}.png")
+        stamp_figure(tmp_path / f"{width}.png", "mini")
+        heights[width] = Image.open(tmp_path / f"{width}.png").height - 100
+    assert heights[1400] == max(11, 1400 // 90) + 10  # one line on a wide figure
+    assert heights[600] == 2 * (11 + 4) + 6  # the mini stamp needs two lines on a 600-pixel figure
+
+
 def test_every_registered_target_is_well_formed():
     for paper, found in cli.all_targets().items():
         for name, target in found.items():
