@@ -311,10 +311,12 @@ def stamp_figure(path: Path, preset: str) -> None:
     text = f"dynnets · preset {preset}" + ("" if preset == "paper" else
                                             f" · not comparable to the paper: {PRESET_NOTES.get(preset, preset)}")
     font = ImageFont.load_default(size=max(11, image.width // 90))
-    lines = wrap_to_width(text, lambda line: ImageDraw.Draw(image).textlength(line, font=font), image.width - 12)
+    measure = ImageDraw.Draw(image)
+    lines = wrap_to_width(text, lambda line: measure.textlength(line, font=font), image.width - 12)
     strip = Image.new("RGB", (image.width, (font.size + 4) * len(lines) + 6), "white")
+    draw = ImageDraw.Draw(strip)
     for index, line in enumerate(lines):
-        ImageDraw.Draw(strip).text((6, 4 + (font.size + 4) * index), line, fill=(90, 90, 90), font=font)
+        draw.text((6, 4 + (font.size + 4) * index), line, fill=(90, 90, 90), font=font)
     stamped = Image.new("RGB", (image.width, image.height + strip.height), "white")
     stamped.paste(image, (0, 0))
     stamped.paste(strip, (0, image.height))
