@@ -3,12 +3,15 @@ FGSM with JPEG, the real-skipping benchmark and the plots. `tables.py` holds the
 """
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from common.data import DataBundle, normalize
@@ -123,11 +126,13 @@ def fgsm(pixels: torch.Tensor, direction: torch.Tensor, eps: float) -> torch.Ten
 
 def jpeg(pixels: torch.Tensor, quality: int = 75) -> torch.Tensor:
     """JPEG-compress and decode every image (the defence of Guo et al., quality 75); [0, 1] in and out."""
-    from torchvision.io import decode_jpeg, encode_jpeg
-
-    as_bytes = (pixels * 255.0).round().clamp(0, 255).to(torch.uint8).cpu()
-    encoded = encode_jpeg(list(as_bytes), quality=quality)
-    return torch.stack(decode_jpeg(encoded)).to(pixels.device).float() / 255.0
+    as_bytes = (pixels * 255.0).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    decoded = []
+    for image in as_bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+        decoded.append(np.asarray(Image.open(buffer).convert("RGB")))
+    return torch.from_numpy(np.stack(decoded)).permute(0, 3, 1, 2).to(pixels.device).float() / 255.0
 
 
 def test_pixels(data: DataBundle) -> tuple[torch.Tensor, torch.Tensor]:
