@@ -51,7 +51,11 @@ def load_model(model: str, weights: str) -> nn.Module:
             return HubBackbone.from_pretrained(weights)
         if paper not in PACKAGES:
             raise WeightsError(f"Unknown paper {paper!r} in MODEL {model!r}. Valid: baselines, {', '.join(PACKAGES)}.")
-        return importlib.import_module(paper).create_model(name, pretrained=weights)
+        package = importlib.import_module(paper)
+        if name not in package.list_models():
+            raise WeightsError(f"Unknown model {name!r} in MODEL {model!r}. Valid for {paper}: "
+                               f"{', '.join(package.list_models())}.")
+        return package.create_model(name, pretrained=weights)
     module, _, name = model.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module), name)

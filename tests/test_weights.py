@@ -135,6 +135,16 @@ def test_reproduce_eval_refuses_to_sample_a_model_without_sampled_gates():
                 progress=False, sample_gates=0)
 
 
+@pytest.mark.parametrize("model, message", [
+    ("adanet/adanet99", "Unknown model 'adanet99'.*Valid for adanet: .*adanet20"),
+    ("nopaper/resnet20", "Unknown paper 'nopaper'.*Valid: baselines, adanet"),
+    ("adanet20", "neither PAPER/NAME nor an importable class"),
+])
+def test_reproduce_eval_names_the_valid_models_for_a_bad_model(model, message):
+    with pytest.raises(WeightsError, match=message):
+        load_model(model, str(SHIPPED[0]))
+
+
 def test_reproduce_eval_reports_no_blocks_for_a_static_network():
     data = build_data("cifar10-sample", test_limit=8)
     summary = measure(HubBackbone("resnet20_cifar", 10), data, latency=False, progress=False)[0].summary()
