@@ -99,7 +99,22 @@ def _check_local_weights(folder: Path, cls: type) -> None:
     unknown = sorted(set(config) - accepted)
     if unknown:
         raise WeightsError(f"{config_file}: field {unknown[0]!r} is not an argument of {cls.__name__} "
-                           f"(valid: {', '.join(sorted(accepted))}).")
+                           f"(valid: {', '.join(sorted(accepted))}){_saved_class_hint(folder, cls)}.")
+
+
+def _saved_class_hint(folder: Path, cls: type) -> str:
+    """A hint when the folder's run record (run.json) names another class than `cls`, else ''."""
+    record = folder / "run.json"
+    if not record.is_file():
+        return ""
+    try:
+        saved = json.loads(record.read_text()).get("class", "")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    if not saved or saved.rpartition(".")[2] == cls.__name__:
+        return ""
+    return f"; run.json says these weights are {saved}: give MODEL auto"
+
 
 
 class HubModel(PyTorchModelHubMixin):

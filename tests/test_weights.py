@@ -145,6 +145,13 @@ def test_reproduce_eval_names_the_valid_models_for_a_bad_model(model, message):
         load_model(model, str(SHIPPED[0]))
 
 
+def test_reproduce_eval_says_which_model_weights_of_another_model_are():
+    adanet = next(f for f in SHIPPED if f.name.startswith("adanet20-"))
+    with pytest.raises(WeightsError, match="not an argument of RDINet.*run.json says these weights are "
+                                           r"adanet\.model\.Adanet: give MODEL auto"):
+        load_model("rdinet/rdinet20", str(adanet))
+
+
 def test_reproduce_eval_reports_no_blocks_for_a_static_network():
     data = build_data("cifar10-sample", test_limit=8)
     summary = measure(HubBackbone("resnet20_cifar", 10), data, latency=False, progress=False)[0].summary()
