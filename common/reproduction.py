@@ -213,17 +213,35 @@ def device_description() -> str:
             f"{torch.get_num_threads()} torch threads")
 
 
+_code_at_start: tuple[str | None, bool | None] | None = None
+
+
+def code_state() -> tuple[str | None, bool | None]:
+    """(HEAD, whether tracked code differs from it) now; result files written by runs do not count. None: no git."""
+    changes = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results")
+    return _git("rev-parse", "HEAD") or None, None if changes is None else bool(changes)
+
+
+def remember_code_state() -> None:
+    """Record the code this process runs (the CLI does it first): results name that commit, not a later one."""
+    global _code_at_start
+    if _code_at_start is None:
+        _code_at_start = code_state()
+
+
 def provenance(ctx: Context) -> dict:
     """Command, commit, dirty flag, device, library versions, seed, data, wall time."""
     import accelerate
     import torchvision
 
-    changes = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results")
+    now = code_state()
+    commit, dirty = _code_at_start or now
+    if _code_at_start is not None and now != _code_at_start and dirty is not None:
+        dirty = True  # the code changed while this process ran (a campaign runs for hours): not one commit's result
     versions = {"python": platform.python_version(), "torch": torch.__version__,
                 "torchvision": torchvision.__version__, "accelerate": accelerate.__version__}
-    return {"command": ctx.command or " ".join(sys.argv), "commit": _git("rev-parse", "HEAD") or None,
-            # dirty: tracked code differs from the commit (result files written by runs do not count); None: no git
-            "dirty": None if changes is None else bool(changes),
+    return {"command": ctx.command or " ".join(sys.argv), "commit": commit,
+            "dirty": dirty,
             "device": device_description(), "versions": versions, "seed": ctx.seed,
             "data": ctx.data_sources, "wall_time_s": round(time.time() - ctx.started, 1),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -29,7 +29,7 @@ from typing import NoReturn
 from common.data import DataError, check_local
 from common.hub import HubError, WeightsError, check_hub_repo
 from common.reproduction import (NO_TRAINING_DURATION, PRESETS, Context, Target, discard_staging, public_command,
-                                 public_source, push_trained, update_readme, write_results)
+                                 public_source, push_trained, remember_code_state, update_readme, write_results)
 from common.runs import RunError, TrainingError
 from common.train import OutputError
 
@@ -329,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_run_parser().format_help().split("options:", 1)[-1].rstrip())
         return 0
     previous = signal.signal(signal.SIGTERM, _interrupted)
+    remember_code_state()
     try:
         if argv[0] == "readme":
             return _readme(argv[1:])

@@ -69,6 +69,19 @@ def fake_target(ctx: Context) -> list[Cell]:
             Cell("Net B", "Params", None, 0.27, "M", note="no paper number")]
 
 
+def test_provenance_names_the_commit_the_process_started_at_and_is_dirty_if_the_code_moved(monkeypatch):
+    from common import reproduction
+
+    states = iter([("a" * 40, False), ("b" * 40, False), ("a" * 40, False)])
+    monkeypatch.setattr(reproduction, "code_state", lambda: next(states))
+    monkeypatch.setattr(reproduction, "_code_at_start", None)
+    ctx = Context(paper="fake", target="t1", preset="smoke", out_dir=Path("."))
+    reproduction.remember_code_state()  # a campaign starts at commit a…
+    moved = reproduction.provenance(ctx)  # … and writes a result after commit b landed
+    assert moved["commit"] == "a" * 40 and moved["dirty"] is True
+    assert reproduction.provenance(ctx)["dirty"] is False  # still at a: clean
+
+
 def test_run_writes_json_and_markdown_with_provenance(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(cli.PAPERS, "fake", "fake")
     monkeypatch.setattr(cli, "targets", lambda paper: {"t1": Target("fake", "t1", "A fake table", fake_target)})
