@@ -116,7 +116,6 @@ def _saved_class_hint(folder: Path, cls: type) -> str:
     return f"; run.json says these weights are {saved}: give MODEL auto"
 
 
-
 class HubModel(PyTorchModelHubMixin):
     """`PyTorchModelHubMixin` with strict, clearly failing loads."""
 

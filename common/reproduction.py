@@ -240,8 +240,8 @@ def provenance(ctx: Context) -> dict:
         dirty = True  # the code changed while this process ran (a campaign runs for hours): not one commit's result
     versions = {"python": platform.python_version(), "torch": torch.__version__,
                 "torchvision": torchvision.__version__, "accelerate": accelerate.__version__}
-    return {"command": ctx.command or " ".join(sys.argv), "commit": commit,
-            "dirty": dirty,
+    # dirty: tracked code differed from the commit, or moved while the process ran; None: no git
+    return {"command": ctx.command or " ".join(sys.argv), "commit": commit, "dirty": dirty,
             "device": device_description(), "versions": versions, "seed": ctx.seed,
             "data": ctx.data_sources, "wall_time_s": round(time.time() - ctx.started, 1),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
