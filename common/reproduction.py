@@ -235,8 +235,9 @@ def provenance(ctx: Context) -> dict:
     import torchvision
 
     now = code_state()
-    commit, dirty = _code_at_start or now
-    if _code_at_start is not None and now != _code_at_start and dirty is not None:
+    start = _code_at_start or now
+    commit, dirty = start
+    if now != start and dirty is not None:
         dirty = True  # the code changed while this process ran (a campaign runs for hours): not one commit's result
     versions = {"python": platform.python_version(), "torch": torch.__version__,
                 "torchvision": torchvision.__version__, "accelerate": accelerate.__version__}
