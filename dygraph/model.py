@@ -60,6 +60,12 @@ def _as_rows(x: torch.Tensor) -> tuple[torch.Tensor, callable]:
     return x.contiguous().view(batch, 1, -1), lambda y: y.view(batch, channels, height, width)
 
 
+def _layout(x: torch.Tensor) -> torch.memory_format:
+    """x's memory format: channels_last where it is laid out so (and not also contiguous), else contiguous."""
+    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 def contract(weights: torch.Tensor, rows: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """[B, 1, k] · [B, k, D] (+ `out`, in place): Eqs. (1)-(2) for k inputs as one batched matmul, which
     `FlopCounterMode` counts. In bf16 with k = 1, unless MACs are being counted, the same value as an
@@ -91,8 +97,9 @@ class _WeightedSum(torch.autograd.Function):
     def forward(ctx, weights: torch.Tensor, *features: torch.Tensor) -> torch.Tensor:
         rows, unflatten = _as_rows(features[0])
         out = contract(weights[:, :1].unsqueeze(2).to(rows.dtype), rows)
+        layout = _layout(features[0])
         for index, feature in enumerate(features[1:], start=1):
-            rows = _as_rows(feature)[0].to(out.dtype)
+            rows = _as_rows(feature.contiguous(memory_format=layout))[0].to(out.dtype)  # rows in one element order
             contract(weights[:, index:index + 1].unsqueeze(2).to(out.dtype), rows, out=out)
         ctx.save_for_backward(weights, *features)
         return unflatten(out)
@@ -189,12 +196,20 @@ class FeatureBank:
         """Σ_i weights[:, i] · row i over the first len(tokens) rows, shaped like a node's feature."""
         return self.unflatten(_BankSum.apply(weights, self, *tokens))
 
+    def spatial_mean(self, index: int, token: torch.Tensor) -> torch.Tensor:
+        """GAP of row `index` [B, C] (a router's input, Eq. 3), the value of `spatial_mean` of the feature written
+        there; its backward adds the broadcast gradient into the row's gradient in place, where autograd
+        would add two full-size gradients of the node's output into a third."""
+        return _BankMean.apply(self, index, token)
+
 
 class _BankWrite(torch.autograd.Function):
     @staticmethod
     def forward(ctx, feature: torch.Tensor, bank: FeatureBank, index: int) -> torch.Tensor:
-        bank.values[:, index] = _as_rows(feature)[0].squeeze(1)
-        ctx.bank, ctx.index, ctx.unflatten, ctx.dtype = bank, index, _as_rows(feature)[1], feature.dtype
+        # Through the bank's own layout (its first feature's): a removed node's output (`index_copy`) comes back
+        # contiguous when the bank is channels_last.
+        bank.unflatten(bank.values[:, index:index + 1]).copy_(feature)
+        ctx.bank, ctx.index, ctx.dtype = bank, index, feature.dtype
         return feature.new_zeros(())
 
     @staticmethod
@@ -202,7 +217,7 @@ class _BankWrite(torch.autograd.Function):
         grads = ctx.bank.grads
         if grads is None:  # no node that reads this one was part of the loss
             return None, None, None
-        return ctx.unflatten(grads[:, ctx.index:ctx.index + 1]).to(ctx.dtype), None, None
+        return ctx.bank.unflatten(grads[:, ctx.index:ctx.index + 1]).to(ctx.dtype), None, None
 
 
 class _BankSum(torch.autograd.Function):
@@ -224,6 +239,24 @@ class _BankSum(torch.autograd.Function):
         return grad_weights, None, *(grad.new_zeros(()) for _ in range(count))
 
 
+class _BankMean(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, bank: FeatureBank, index: int, token: torch.Tensor) -> torch.Tensor:
+        ctx.bank, ctx.index = bank, index
+        return bank.unflatten(bank.values[:, index:index + 1]).mean(dim=(2, 3))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        bank, index = ctx.bank, ctx.index
+        if bank.grads is None:  # no aggregation read the bank before this router (not so in a complete DAG)
+            bank.grads = bank.pool.empty(bank.values.shape, bank.values)
+            bank.grads.zero_()
+        row = bank.unflatten(bank.grads[:, index:index + 1])
+        height, width = row.shape[2:]
+        row.add_((grad / (height * width)).to(row.dtype)[:, :, None, None])  # what `spatial_mean`'s backward broadcasts
+        return None, None, grad.new_zeros(())
+
+
 def threshold(alpha: torch.Tensor, tau: torch.Tensor, temperature: float) -> torch.Tensor:
     """Eq. (4): ᾱ = α if α ≥ τ else 0; τ learns through a straight-through sigmoid surrogate.
 
@@ -238,18 +271,18 @@ def threshold(alpha: torch.Tensor, tau: torch.Tensor, temperature: float) -> tor
 
 
 class Router(nn.Module):
-    """Eq. (3): π^i = σ(FC(GAP(x^i)) + b) over the node's output edges."""
+    """Eq. (3): π^i = σ(FC(GAP(x^i)) + b) over the node's output edges, from x^i [B, C, H, W] or GAP(x^i) [B, C]."""
 
     def __init__(self, channels: int, out_edges: int):
         super().__init__()
         self.fc = nn.Linear(channels, out_edges)  # weight w_r^i and bias b_r^i
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.fc(spatial_mean(x)))
+        return torch.sigmoid(self.fc(spatial_mean(x) if x.dim() == 4 else x))
 
 
 class StaticEdges(nn.Module):
-    """Table 6's α: one learnable weight per output edge, shared by every sample (σ of a logit)."""
+    """Table 6's α: one learnable weight per output edge, shared by every sample (σ of a logit); x gives the batch."""
 
     def __init__(self, channels: int, out_edges: int):
         super().__init__()
@@ -307,11 +340,18 @@ class DAGStage(nn.Module):
         self.last_alive: torch.Tensor | None = None
 
     def edge_weights(self, node: int, x: torch.Tensor) -> torch.Tensor:
-        """Thresholded weights [B, out-degree] of node `node`'s output edges from its features x."""
+        """Thresholded weights [B, out-degree] of node `node`'s output edges from its features x (or their GAP)."""
         alpha = self.routers[node](x)  # Eq. (3)
         if self.tau is None:
             return alpha
         return threshold(alpha, self.tau[node].to(alpha.dtype), self.temperature)  # Eq. (4)
+
+    def _router_weights(self, node: int, x: torch.Tensor, bank: FeatureBank | None,
+                        tokens: list[torch.Tensor]) -> torch.Tensor:
+        """`edge_weights` of a node, its router reading GAP(x) from the training bank where x was written."""
+        if bank is None or self.wiring != "dynamic":
+            return self.edge_weights(node, x)
+        return self.edge_weights(node, bank.spatial_mean(node, tokens[node]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode not in MODES:
@@ -319,18 +359,18 @@ class DAGStage(nn.Module):
         x0 = self.first(x)
         batch, last = x0.shape[0], self.num_nodes - 1
         buffer = x0.new_zeros(batch, self.num_nodes, self.num_nodes, dtype=torch.float32)  # M, Sec. 3.3
-        buffer[:, 0, self._target_index[0]] = self.edge_weights(0, x0).float()  # M[:, i, :] = π^i
         everyone = torch.ones(batch, dtype=torch.bool, device=x0.device)
         features, alive = [x0], [everyone]
         bank = None
         if self.mode == "skip" and self._prefix_sources and not torch.is_grad_enabled():
             bank = self.banks.empty((batch, last, x0[0].numel()), x0)  # row i: node i's output, written once
             bank[:, 0] = x0.reshape(batch, -1)
-        # Training a complete DAG: the node outputs in a FeatureBank, each node's sum one bmm (its tokens).
-        # Without autograd (counting MACs) the masked mode sums edge by edge, one counted bmm each.
+        # Training a complete DAG: the node outputs in a FeatureBank, each node's sum one bmm (its tokens), the
+        # routers' GAP read from it. Without autograd (counting MACs) the masked mode sums edge by edge.
         train_bank = (FeatureBank(x0, last, self.banks) if self.mode == "masked" and self._prefix_sources
                       and torch.is_grad_enabled() else None)
         tokens = [train_bank.write(0, x0)] if train_bank is not None else []
+        buffer[:, 0, self._target_index[0]] = self._router_weights(0, x0, train_bank, tokens).float()  # M[:, i, :] = π^i
         out = None
         for j in range(1, self.num_nodes):
             # π^j = M[:, :, j] over the node's edges (all i < j in the complete DAG); a copy, so
@@ -348,9 +388,10 @@ class DAGStage(nn.Module):
                     out = aggregated
                     break
                 y = self._masked_node(j, aggregated, live)
-                buffer[:, j, self._target_index[j]] = self.edge_weights(j, y).float() * live[:, None]
                 if train_bank is not None:
                     tokens.append(train_bank.write(j, y))
+                buffer[:, j, self._target_index[j]] = (self._router_weights(j, y, train_bank, tokens).float()
+                                                       * live[:, None])
             elif every_edge_open:
                 # Every input edge of node j is open for every sample: Eqs. (1)-(2) as one batched
                 # contraction over the bank, then the node.
@@ -384,7 +425,7 @@ class DAGStage(nn.Module):
         if index.numel() == 0:
             return out
         y = self.nodes[j - 1](aggregated[index])
-        return out.index_copy(0, index, y.to(out.dtype))
+        return out.index_copy_(0, index, y.to(out.dtype))  # in place: `index_copy` would drop channels_last
 
     def _skip_node(self, j: int, weights: torch.Tensor, live: torch.Tensor, features: list[torch.Tensor],
                    buffer: torch.Tensor) -> torch.Tensor:
@@ -392,7 +433,7 @@ class DAGStage(nn.Module):
         (`weights` [B, k] and `features` are those of its k input edges)."""
         index = live.nonzero().flatten()
         full = index.numel() == live.numel()
-        out = features[0].new_zeros(features[0].shape)
+        out = torch.zeros_like(features[0])  # in x's layout, channels_last included
         if index.numel() == 0:
             return out
         sub = weights if full else weights[index]
@@ -406,7 +447,7 @@ class DAGStage(nn.Module):
             else:
                 targets = torch.tensor(self.targets[j], device=buffer.device)
                 buffer[index[:, None], j, targets[None, :]] = self.edge_weights(j, y).float()
-        return y if full else out.index_copy(0, index, y.to(out.dtype))
+        return y if full else out.index_copy_(0, index, y.to(out.dtype))
 
 
 def dag_stages(model: nn.Module) -> list[DAGStage]:

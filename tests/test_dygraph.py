@@ -14,7 +14,7 @@ from common.metrics import count_macs, count_params, counted, model_macs
 from common.runs import ModelSpec
 from dygraph import (DAGStage, adjacency, create_model, dag_stages, detection_backbone, executed_nodes,
                      faster_rcnn, list_models, random_dag, set_mode)
-from dygraph.model import BankPool, threshold, weighted_sum
+from dygraph.model import MODES, BankPool, threshold, weighted_sum
 
 
 def tiny_block(channels: int = 4) -> nn.Module:
@@ -137,6 +137,23 @@ def test_skipping_fully_closed_nodes_changes_no_output_and_really_skips():
     torch.testing.assert_close(stage.last_buffer, masked_buffer, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_channels_last_gives_the_contiguous_outputs_with_removed_nodes(mode):
+    # a removed node's output is written by index_copy, which returns a contiguous tensor from channels_last ones
+    stage = tiny_stage(nodes=4)
+    x = torch.randn(6, 3, 8, 8)
+    with torch.no_grad():
+        alpha = stage.routers[0](stage.first(x))
+        stage.tau.data[0] = alpha[:, 0].median()  # node 1's only way in (edge 0→1) closes for about half the images
+        set_mode(stage, mode)
+        contiguous = stage(x)
+        removed = (~stage.last_alive[:, 1]).sum().item()
+        stage.to(memory_format=torch.channels_last)
+        channels_last = stage(x.contiguous(memory_format=torch.channels_last))
+    assert 0 < removed < 6
+    torch.testing.assert_close(channels_last, contiguous, rtol=1e-5, atol=1e-5)
+
+
 def test_inference_contraction_over_the_bank_equals_masked_mode_and_counts_the_same_macs():
     stage = tiny_stage(nodes=4)
     x = torch.randn(3, 3, 8, 8)
@@ -162,12 +179,14 @@ def test_bf16_inference_computes_the_counted_matmuls_values_elementwise(tau):
     assert bf16_macs == count_macs(stage, x)  # the same MACs as in float32
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("tau", [0.0, 0.5])  # every edge open / about half closed (removed nodes too)
-def test_training_bank_gives_the_outputs_and_gradients_of_the_per_edge_sum(tau):
-    x = torch.randn(6, 3, 8, 8)
+def test_training_bank_gives_the_outputs_and_gradients_of_the_per_edge_sum(tau, layout):
+    # channels_last with removed nodes: a removed node's output comes back contiguous, the bank stays channels_last
+    x = torch.randn(6, 3, 8, 8).contiguous(memory_format=layout)
     results = []
     for prefix in (True, False):  # False: node by node through weighted_sum, as for a RandWire graph
-        stage = tiny_stage(nodes=4, tau_init=tau).train()
+        stage = tiny_stage(nodes=4, tau_init=tau).train().to(memory_format=layout)
         stage._prefix_sources = prefix
         inputs = x.clone().requires_grad_()
         out = stage(inputs)
