@@ -49,21 +49,19 @@ def _out_channels(block: nn.Module) -> int:
     return int(norms[-1].weight.shape[0])
 
 
-def _as_rows(x: torch.Tensor) -> tuple[torch.Tensor, callable]:
-    """[B, C, H, W] → a [B, 1, C·H·W] view (no copy in either memory format) and its inverse."""
-    batch, channels, height, width = x.shape
-    if x.is_contiguous():
-        return x.view(batch, 1, -1), lambda y: y.view(batch, channels, height, width)
-    if x.is_contiguous(memory_format=torch.channels_last):
-        return (x.permute(0, 2, 3, 1).reshape(batch, 1, -1),
-                lambda y: y.view(batch, height, width, channels).permute(0, 3, 1, 2))
-    return x.contiguous().view(batch, 1, -1), lambda y: y.view(batch, channels, height, width)
-
-
 def _layout(x: torch.Tensor) -> torch.memory_format:
     """x's memory format: channels_last where it is laid out so (and not also contiguous), else contiguous."""
     channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def _as_rows(x: torch.Tensor) -> tuple[torch.Tensor, callable]:
+    """[B, C, H, W] → a [B, 1, C·H·W] view in x's element order (no copy in either memory format) and its inverse."""
+    batch, channels, height, width = x.shape
+    if _layout(x) == torch.channels_last:
+        return (x.permute(0, 2, 3, 1).reshape(batch, 1, -1),
+                lambda y: y.view(batch, height, width, channels).permute(0, 3, 1, 2))
+    return x.contiguous().view(batch, 1, -1), lambda y: y.view(batch, channels, height, width)
 
 
 def contract(weights: torch.Tensor, rows: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -243,15 +241,12 @@ class _BankMean(torch.autograd.Function):
     @staticmethod
     def forward(ctx, bank: FeatureBank, index: int, token: torch.Tensor) -> torch.Tensor:
         ctx.bank, ctx.index = bank, index
-        return bank.unflatten(bank.values[:, index:index + 1]).mean(dim=(2, 3))
+        return bank.unflatten(bank.values[:, index:index + 1]).mean(dim=(2, 3))  # GAP(x^i) of Eq. (3)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        bank, index = ctx.bank, ctx.index
-        if bank.grads is None:  # no aggregation read the bank before this router (not so in a complete DAG)
-            bank.grads = bank.pool.empty(bank.values.shape, bank.values)
-            bank.grads.zero_()
-        row = bank.unflatten(bank.grads[:, index:index + 1])
+        # The gradient rows exist: the output node reads every row and its backward runs before any router's.
+        row = ctx.bank.unflatten(ctx.bank.grads[:, ctx.index:ctx.index + 1])
         height, width = row.shape[2:]
         row.add_((grad / (height * width)).to(row.dtype)[:, :, None, None])  # what `spatial_mean`'s backward broadcasts
         return None, None, grad.new_zeros(())
