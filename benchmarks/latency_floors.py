@@ -36,8 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 from pathlib import Path
@@ -50,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common.backbones import residual_stages  # noqa: E402
 from common.metrics import alternating_latency, paired_ratio  # noqa: E402
+from common.reproduction import process_record, remember_code_state  # noqa: E402
 
 
 def captured_inputs(model: nn.Module, modules: list[nn.Module], inputs: torch.Tensor) -> list[torch.Tensor]:
@@ -317,6 +316,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=None, help="row-name substrings to run")
     parser.add_argument("--out", default=None, help="JSON file for the measurements")
     args = parser.parse_args()
+    remember_code_state()
     r, n = args.rounds, args.repeats
 
     def training(parts, name: str, goal: float) -> dict:
@@ -354,14 +354,14 @@ def main() -> None:
     if args.out:
         if args.only and Path(args.out).exists():  # keep the rows this call did not measure
             measured = {row["row"] for row in results}
-            kept = [row for row in json.loads(Path(args.out).read_text())["rows"] if row["row"] not in measured]
+            earlier = json.loads(Path(args.out).read_text())
+            # a kept row names the run that measured it, where that differs from this one
+            stamp = {"provenance": earlier["provenance"]} if "provenance" in earlier else {}
+            kept = [{**stamp, **row} for row in earlier["rows"] if row["row"] not in measured]
             order = list(rows)
             results = sorted(kept + results, key=lambda row: order.index(row["row"]) if row["row"] in order else len(order))
         record = {"rounds": r, "repeats": n, "steps": args.steps, "threads": torch.get_num_threads(),
-                  "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-                  "torch": torch.__version__,
-                  "malloc_env": {k: os.environ.get(k) for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")},
-                  "rows": results}
+                  "provenance": process_record(), "rows": results}
         Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 from pathlib import Path
@@ -35,6 +34,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common.metrics import alternating_latency, paired_ratio  # noqa: E402
+from common.reproduction import process_record, remember_code_state  # noqa: E402
 from common.train import Method, TrainConfig, build_optimizer  # noqa: E402
 from reproduce.cli import set_threads, threads_arg  # noqa: E402
 
@@ -119,6 +119,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=threads_arg, default=None, help="torch CPU threads (default: one per core)")
     args = parser.parse_args()
+    remember_code_state()
     set_threads(args.threads)
     if args.models == ["speed"]:
         args.models = SPEED_MODELS
@@ -148,10 +149,7 @@ def main() -> None:
               f"{'' if vs_static is None else f'{vs_static:9.2f}'}")
     if args.out:
         record = {"batch": args.batch, "steps": args.steps, "rounds": args.rounds, "threads": torch.get_num_threads(),
-                  "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-                  "torch": torch.__version__, "malloc_env": {k: os.environ.get(k) for k in
-                                                             ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")},
-                  "rows": rows}
+                  "provenance": process_record(), "rows": rows}
         Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
 
 

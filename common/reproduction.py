@@ -229,8 +229,11 @@ def remember_code_state() -> None:
         _code_at_start = code_state()
 
 
-def provenance(ctx: Context) -> dict:
-    """Command, commit, dirty flag, device, library versions, seed, data, wall time."""
+MALLOC_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")  # glibc's; CPU timings move by up to 1.7× with them
+
+
+def process_record(command: str | None = None) -> dict:
+    """Command, commit, dirty flag, device, library versions and malloc variables of this process."""
     import accelerate
     import torchvision
 
@@ -242,9 +245,15 @@ def provenance(ctx: Context) -> dict:
     versions = {"python": platform.python_version(), "torch": torch.__version__,
                 "torchvision": torchvision.__version__, "accelerate": accelerate.__version__}
     # dirty: tracked code differed from the commit, or moved while the process ran; None: no git
-    return {"command": ctx.command or " ".join(sys.argv), "commit": commit, "dirty": dirty,
-            "device": device_description(), "versions": versions, "seed": ctx.seed,
-            "data": ctx.data_sources, "wall_time_s": round(time.time() - ctx.started, 1),
+    return {"command": command or " ".join(["python", *sys.argv]), "commit": commit, "dirty": dirty,
+            "device": device_description(), "versions": versions,
+            "malloc_env": {name: os.environ.get(name) for name in MALLOC_VARIABLES}}
+
+
+def provenance(ctx: Context) -> dict:
+    """The process record, plus seed, data, wall time and when the result was written."""
+    return {**process_record(ctx.command or " ".join(sys.argv)), "seed": ctx.seed, "data": ctx.data_sources,
+            "wall_time_s": round(time.time() - ctx.started, 1),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 

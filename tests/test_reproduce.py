@@ -85,6 +85,8 @@ def test_provenance_names_the_commit_the_process_started_at_and_is_dirty_if_the_
 def test_run_writes_json_and_markdown_with_provenance(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(cli.PAPERS, "fake", "fake")
     monkeypatch.setattr(cli, "targets", lambda paper: {"t1": Target("fake", "t1", "A fake table", fake_target)})
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "33554432")
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     assert cli.main(["fake", "t1", "--out", str(tmp_path), "--seed", "7"]) == 0
     record = json.loads((tmp_path / "fake-t1-smoke.json").read_text())
     assert record["cells"][0] == {"row": "Net A", "column": "Params", "paper": 1.7, "ours": 1.728, "unit": "M",
@@ -94,6 +96,7 @@ def test_run_writes_json_and_markdown_with_provenance(tmp_path, monkeypatch, cap
     assert prov["seed"] == 7 and len(prov["commit"]) == 40 and isinstance(prov["dirty"], bool)
     assert {"torch", "torchvision", "accelerate", "python"} <= set(prov["versions"])
     assert prov["device"].startswith(("cpu", "cuda")) and prov["wall_time_s"] >= 0
+    assert prov["malloc_env"] == {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": None}
     assert record["extra"] == {"answer": 42} and record["runs"] == {}
     markdown = (tmp_path / "fake-t1-smoke.md").read_text()
     assert "| Net A | 1.728 (1.7) | 80† (6.43) |" in markdown
