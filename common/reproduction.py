@@ -216,9 +216,13 @@ def device_description() -> str:
 _code_at_start: tuple[str | None, bool | None] | None = None
 
 
+# what runs and benchmarks write, and prose: changing these does not change what the code computes
+NOT_CODE = (":!results", ":!weights", ":!benchmarks/*.json", ":!*.md")
+
+
 def code_state() -> tuple[str | None, bool | None]:
-    """(HEAD, whether tracked code differs from it) now; result files written by runs do not count. None: no git."""
-    changes = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results")
+    """(HEAD, whether tracked code differs from it) now; results, weights and prose do not count. None: no git."""
+    changes = _git("status", "--porcelain", "--untracked-files=no", "--", ".", *NOT_CODE)
     return _git("rev-parse", "HEAD") or None, None if changes is None else bool(changes)
 
 

@@ -82,6 +82,31 @@ def test_provenance_names_the_commit_the_process_started_at_and_is_dirty_if_the_
     assert reproduction.provenance(ctx)["dirty"] is False  # still at a: clean
 
 
+def test_code_state_is_dirty_for_changed_code_but_not_for_results_weights_benchmark_files_or_prose(tmp_path, monkeypatch):
+    import subprocess
+
+    from common import reproduction
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    files = ["model.py", "README.md", "results/a.json", "weights/mini/run/model.safetensors", "benchmarks/speed.json"]
+    for name in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("0")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "start")
+    monkeypatch.setattr(reproduction, "REPO_ROOT", tmp_path)
+    for name in files[1:]:  # what runs and benchmarks write, and prose
+        (tmp_path / name).write_text("1")
+    commit, dirty = reproduction.code_state()
+    assert len(commit) == 40 and dirty is False
+    (tmp_path / "model.py").write_text("1")
+    assert reproduction.code_state() == (commit, True)
+
+
 def test_run_writes_json_and_markdown_with_provenance(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(cli.PAPERS, "fake", "fake")
     monkeypatch.setattr(cli, "targets", lambda paper: {"t1": Target("fake", "t1", "A fake table", fake_target)})
