@@ -99,7 +99,7 @@ def table() -> str:
         floor = floor_row.get("floor_routed", floor_row.get("floor"))
         floor_of_three = floors_of_three.get(floor_name)
         lines.append(f"| {model} | {setting} | {ratio:.2f} | {_number(macs, 3)} | ≤ {goal} | {_number(floor)} | "
-                     f"{_number(floor_of_three)} | {verdict(ratio, goal, floor_of_three or floor)} |")
+                     f"{_number(floor_of_three)} | {verdict(ratio, goal, floor if floor_of_three is None else floor_of_three)} |")
     lines += ["", "_Measured: " + ", ".join(where(path, record.get("provenance")) for path, record in
                                               ((TRAIN_STEP, train_step), (LATENCY, latency))) +
               f"; floors: {where(FLOORS, floors.get('provenance'))} and `{REPEATS.relative_to(ROOT).as_posix()}` "

@@ -1,5 +1,6 @@
 """benchmarks/speed_table.py: the README's speed table comes from the committed measurement files."""
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,10 @@ def test_write_readme_replaces_only_the_block_and_names_missing_markers(speed_ta
     readme.write_text("no markers\n")
     with pytest.raises(SystemExit, match="speed:start"):
         speed_table.write_readme("new", readme)
+
+
+def test_the_goals_agree_with_the_goals_latency_floors_measured_against(speed_table):
+    floors = {row["row"]: row for row in json.loads(speed_table.FLOORS.read_text())["rows"]}
+    for model, setting, goal, _, floor_name in speed_table.GOALS:
+        if floor_name is not None:
+            assert floors[floor_name]["goal"] == goal, (model, setting)
