@@ -13,6 +13,7 @@ runs in the training loop. ImageNet uses torchvision's standard transforms.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import pickle
 import sys
@@ -133,6 +134,9 @@ def _load_hf_split(name: str, split: str, data_dir: Path | None):
             raise DataError(f"No {split}-*.parquet under {data_dir} for {name}.")
         _check_parquet(files)
         return datasets.load_dataset("parquet", data_files={split: [str(f) for f in files]}, split=split), files
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)  # its retry warnings would print before our one-line error
     try:
         return datasets.load_dataset(info.hub_id, split=split), []
     except Exception as error:  # datasets raises many types offline; all mean "not reachable"
@@ -141,6 +145,8 @@ def _load_hf_split(name: str, split: str, data_dir: Path | None):
             f"Download it where you have network (`huggingface-cli download --repo-type dataset "
             f"{info.hub_id} --local-dir DIR`) and pass --data-dir DIR (or set DYNNETS_DATA_DIR)."
         ) from None
+    finally:
+        hub_logger.setLevel(level)
 
 
 def _check_parquet(files: list[Path]) -> None:
