@@ -13,7 +13,6 @@ runs in the training loop. ImageNet uses torchvision's standard transforms.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import pickle
 import sys
@@ -134,19 +133,17 @@ def _load_hf_split(name: str, split: str, data_dir: Path | None):
             raise DataError(f"No {split}-*.parquet under {data_dir} for {name}.")
         _check_parquet(files)
         return datasets.load_dataset("parquet", data_files={split: [str(f) for f in files]}, split=split), files
-    hub_logger = logging.getLogger("huggingface_hub")
-    level = hub_logger.level
-    hub_logger.setLevel(logging.ERROR)  # its retry warnings would print before our one-line error
+    from .hub import quiet_hub_retries
+
     try:
-        return datasets.load_dataset(info.hub_id, split=split), []
+        with quiet_hub_retries():
+            return datasets.load_dataset(info.hub_id, split=split), []
     except Exception as error:  # datasets raises many types offline; all mean "not reachable"
         raise DataError(
             f"Could not load {name} from the Hub ({info.hub_id}): {type(error).__name__}: {error}. "
             f"Download it where you have network (`huggingface-cli download --repo-type dataset "
             f"{info.hub_id} --local-dir DIR`) and pass --data-dir DIR (or set DYNNETS_DATA_DIR)."
         ) from None
-    finally:
-        hub_logger.setLevel(level)
 
 
 def _check_parquet(files: list[Path]) -> None:

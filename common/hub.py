@@ -8,6 +8,8 @@ unexpected key, a wrong shape or a truncated file stops with a `WeightsError` sa
 from __future__ import annotations
 
 import json
+import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -129,7 +131,8 @@ class HubModel(PyTorchModelHubMixin):
         elif folder.exists() or source.startswith((".", "/", "~")) or source.count("/") > 1:
             raise WeightsError(f"No weights folder {source}: the path does not exist (or is a file).")
         try:
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            with quiet_hub_retries():
+                return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         except TypeError as error:  # a config field the constructor does not take, or a wrong type
             raise WeightsError(f"The config of {source} does not fit {cls.__name__}: {error}.") from None
         except (OSError, ValueError) as error:  # not a folder and not reachable on the Hub
@@ -276,6 +279,18 @@ WEIGHTS_ROOT = Path(__file__).resolve().parent.parent / "weights"  # committed r
 TAGS = ("mini", "short", "paper")  # pretrained tags, smallest recipe first; short/paper weights are not published yet
 
 
+@contextmanager
+def quiet_hub_retries():
+    """Hold back huggingface_hub's warning per retry: a failed download ends in one error line of ours."""
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub_logger.setLevel(level)
+
+
 def strip_hub_prefix(source: str | Path) -> str:
     """`hf-hub:ORG/NAME` (timm's spelling) → `ORG/NAME`; anything else unchanged."""
     source = str(source)
@@ -295,14 +310,16 @@ def weights_folder(source: str | Path) -> Path:
         raise WeightsError(f"No weights folder {source}: the path does not exist (or is a file), and it is not a "
                            f"Hub id ORG/NAME.")
     try:
-        path = Path(hf_hub_download(source, "model.safetensors"))
+        with quiet_hub_retries():
+            path = Path(hf_hub_download(source, "model.safetensors"))
     except (OSError, ValueError, EntryNotFoundError) as error:
         first = str(error).splitlines()[0] if str(error) else ""
         raise WeightsError(f"{source} is neither a local weights folder nor reachable on the Hub "
                            f"({type(error).__name__}: {first}).") from None
     for optional in ("config.json", "run.json"):  # without a config the model is built from create_model's
         try:                                         # arguments alone; without run.json eval assumes fp32
-            hf_hub_download(source, optional)
+            with quiet_hub_retries():
+                hf_hub_download(source, optional)
         except EntryNotFoundError:  # the repository (or, offline, the cache) has no such file
             continue
         except (OSError, ValueError) as error:

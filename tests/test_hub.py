@@ -336,3 +336,22 @@ def test_reproduce_eval_names_weights_of_another_model_in_one_line(tmp_path, cap
                  "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: The weights in ") and "backbone='resnet20_cifar'" in err and err.count("\n") == 1
+
+
+def test_unreachable_hub_weights_end_in_one_error_without_the_retry_warnings(monkeypatch, caplog):
+    import logging
+
+    import huggingface_hub
+
+    from common.hub import weights_folder
+
+    def unreachable(*args, **kwargs):
+        logging.getLogger("huggingface_hub.utils._http").warning("'[Errno -2]' thrown while requesting HEAD")
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", unreachable)
+    level = logging.getLogger("huggingface_hub").level
+    with caplog.at_level(logging.DEBUG), pytest.raises(WeightsError, match="neither a local weights folder"):
+        weights_folder("nobody/adanet20-mini")
+    assert not [record for record in caplog.records if record.name.startswith("huggingface_hub")]
+    assert logging.getLogger("huggingface_hub").level == level
