@@ -264,8 +264,10 @@ def _check(args: argparse.Namespace, target: Target) -> None:
                          f"ResNet-20 depth): choose --preset {' or '.join(['smoke', *target.data])}.")
     if args.data_dir is not None:
         if args.preset == "smoke":
-            raise UsageError("--data-dir is not read by the smoke preset (it trains on the packaged CIFAR-10 sample): "
-                             "drop it, or choose --preset short or paper.")
+            reading = [preset for preset in target.data if preset != "smoke"]
+            choice = f", or choose --preset {' or '.join(reading)}" if reading else ""
+            raise UsageError(f"--data-dir is not read by the smoke preset (it trains on the packaged sample): "
+                             f"drop it{choice}.")
         if reads is None:
             raise UsageError(f"{target.paper} {target.name} reads no dataset on preset {args.preset}: drop --data-dir.")
         check_local(reads, args.data_dir)

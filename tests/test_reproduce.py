@@ -447,3 +447,11 @@ def test_compare_figure_draws_every_row_in_both_panels(tmp_path, monkeypatch):
     comparison._plot(points, tmp_path / "figure.png")
     assert (tmp_path / "figure.png").stat().st_size > 0
     assert sorted(drawn) == [(0.85, 84.9), (1.0, 88.5), (24.4, 84.9), (40.5, 88.5)]
+
+
+def test_data_dir_on_smoke_names_the_presets_that_read_it(tmp_path, capsys):
+    out = ["--out", str(tmp_path / "out")]
+    assert cli.main(["adanet", "table1", "--data-dir", str(tmp_path), *out]) != 0
+    assert capsys.readouterr().err.strip().endswith("drop it, or choose --preset mini or short or paper.")
+    assert cli.main(["rdinet", "imagenet", "--data-dir", str(tmp_path), *out]) != 0
+    assert capsys.readouterr().err.strip().endswith("drop it, or choose --preset paper.")
