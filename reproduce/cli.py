@@ -266,7 +266,7 @@ def _check(args: argparse.Namespace, target: Target) -> None:
         if args.preset == "smoke":
             reading = [preset for preset in target.data if preset != "smoke"]
             choice = f", or choose --preset {' or '.join(reading)}" if reading else ""
-            raise UsageError(f"--data-dir is not read by the smoke preset (it trains on the packaged sample): "
+            raise UsageError("--data-dir is not read by the smoke preset (it trains on the packaged sample): "
                              f"drop it{choice}.")
         if reads is None:
             raise UsageError(f"{target.paper} {target.name} reads no dataset on preset {args.preset}: drop --data-dir.")
