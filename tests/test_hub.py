@@ -338,20 +338,38 @@ def test_reproduce_eval_names_weights_of_another_model_in_one_line(tmp_path, cap
     assert err.startswith("error: The weights in ") and "backbone='resnet20_cifar'" in err and err.count("\n") == 1
 
 
-def test_unreachable_hub_weights_end_in_one_error_without_the_retry_warnings(monkeypatch, caplog):
+def _load_cifar10_from_the_hub():
+    from common.data import load_tensors
+
+    load_tensors("cifar10", "train")
+
+
+def _weights_from_the_hub():
+    from common.hub import weights_folder
+
+    weights_folder("nobody/adanet20-mini")
+
+
+@pytest.mark.parametrize("module, function, load, error", [
+    ("datasets", "load_dataset", _load_cifar10_from_the_hub, "Could not load cifar10 from the Hub.*--data-dir"),
+    ("huggingface_hub", "hf_hub_download", _weights_from_the_hub, "neither a local weights folder"),
+])
+def test_unreachable_hub_ends_in_one_error_without_the_retry_warnings(monkeypatch, caplog, tmp_path, module,
+                                                                     function, load, error):
+    import importlib
     import logging
 
-    import huggingface_hub
-
-    from common.hub import weights_folder
+    from common import data
 
     def unreachable(*args, **kwargs):
         logging.getLogger("huggingface_hub.utils._http").warning("'[Errno -2]' thrown while requesting HEAD")
         raise OSError("Name or service not known")
 
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", unreachable)
+    monkeypatch.setattr(importlib.import_module(module), function, unreachable)
+    monkeypatch.setattr(data, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.delenv("DYNNETS_DATA_DIR", raising=False)
     level = logging.getLogger("huggingface_hub").level
-    with caplog.at_level(logging.DEBUG), pytest.raises(WeightsError, match="neither a local weights folder"):
-        weights_folder("nobody/adanet20-mini")
+    with caplog.at_level(logging.DEBUG), pytest.raises((WeightsError, data.DataError), match=error):
+        load()
     assert not [record for record in caplog.records if record.name.startswith("huggingface_hub")]
     assert logging.getLogger("huggingface_hub").level == level
