@@ -281,7 +281,8 @@ TAGS = ("mini", "short", "paper")  # pretrained tags, smallest recipe first; sho
 
 @contextmanager
 def quiet_hub_retries():
-    """Hold back huggingface_hub's warning per retry: a failed download ends in one error line of ours."""
+    """Hold back huggingface_hub's warnings (one per retry while the Hub is unreachable): a failed download ends
+    in one error line of ours."""
     hub_logger = logging.getLogger("huggingface_hub")
     level = hub_logger.level
     hub_logger.setLevel(logging.ERROR)
