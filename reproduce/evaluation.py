@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from common.backbones import list_backbones
 from common.data import DataBundle
 from common.dynamic import UNDECIDED, expected_macs_of, gated_blocks, undecided
 from common.dynamic import decisions as gate_decisions
@@ -60,7 +61,11 @@ def load_model(model: str, weights: str) -> nn.Module:
     try:
         cls = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError):
-        raise WeightsError(f"MODEL {model!r} is neither PAPER/NAME nor an importable class (module.Class).") from None
+        owners = [f"{paper}/{model}" for paper in PACKAGES if model in importlib.import_module(paper).list_models()]
+        owners += [f"baselines/{model}"] if model in list_backbones() else []
+        hint = f"did you mean {' or '.join(owners)}?" if owners else "give PAPER/NAME (e.g. adanet/adanet20) or auto."
+        raise WeightsError(f"MODEL {model!r} is neither PAPER/NAME nor an importable class (module.Class): "
+                           f"{hint}") from None
     return cls.from_pretrained(weights)
 
 

@@ -138,7 +138,9 @@ def test_reproduce_eval_refuses_to_sample_a_model_without_sampled_gates():
 @pytest.mark.parametrize("model, message", [
     ("adanet/adanet99", "Unknown model 'adanet99'.*Valid for adanet: .*adanet20"),
     ("nopaper/resnet20", "Unknown paper 'nopaper'.*Valid: baselines, adanet"),
-    ("adanet20", "neither PAPER/NAME nor an importable class"),
+    ("adanet20", "neither PAPER/NAME nor an importable class.*did you mean adanet/adanet20\\?"),
+    ("resnet21", "neither PAPER/NAME nor an importable class.*give PAPER/NAME .* or auto"),
+    ("resnet20_cifar", "did you mean adn/resnet20_cifar or baselines/resnet20_cifar\\?"),
 ])
 def test_reproduce_eval_names_the_valid_models_for_a_bad_model(model, message):
     with pytest.raises(WeightsError, match=message):
