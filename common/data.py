@@ -16,11 +16,16 @@ import hashlib
 import os
 import pickle
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import Dataset
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 CACHE_DIR = Path(os.environ.get("DYNNETS_CACHE", Path.home() / ".cache" / "dynnets"))
@@ -276,7 +281,7 @@ class BatchTensorDataset(Dataset):
         return self.images[index], self.labels[index]
 
 
-def identity_collate(batch):
+def identity_collate(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Batches come from `__getitems__` already stacked."""
     return batch
 
@@ -305,7 +310,7 @@ def augment_batch(images: torch.Tensor, padding: int = 4, flip: bool = True) -> 
     return padded.permute(0, 2, 3, 1)[batch_index, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
-def imagenet_transforms(train: bool, size: int = 224):
+def imagenet_transforms(train: bool, size: int = 224) -> Callable[[Image.Image], torch.Tensor]:
     """torchvision's standard ImageNet pipeline (RandomResizedCrop+flip / Resize 256 + CenterCrop)."""
     from torchvision import transforms
 
@@ -317,7 +322,7 @@ def imagenet_transforms(train: bool, size: int = 224):
     return transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize(info.mean, info.std)])
 
 
-def load_image(path: str):
+def load_image(path: str) -> Image.Image:
     """An RGB PIL image; a file that is no readable image is a `DataError` naming it."""
     from PIL import Image, UnidentifiedImageError
 

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from .backbones import create_backbone
+
+if TYPE_CHECKING:
+    from typing import Self  # Python ≥ 3.11; annotations are not evaluated at run time
 
 
 class WeightsError(RuntimeError):
@@ -122,7 +127,7 @@ class HubModel(PyTorchModelHubMixin):
     """`PyTorchModelHubMixin` with strict, clearly failing loads."""
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *args, **kwargs):
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *args, **kwargs) -> Self:
         """Load from a local folder or a Hub id; a missing folder, file or field is a `WeightsError` naming it."""
         source = pretrained_model_name_or_path = strip_hub_prefix(pretrained_model_name_or_path)
         folder = Path(source).expanduser()
@@ -280,7 +285,7 @@ TAGS = ("mini", "short", "paper")  # pretrained tags, smallest recipe first; sho
 
 
 @contextmanager
-def quiet_hub_retries():
+def quiet_hub_retries() -> Iterator[None]:
     """Hold back huggingface_hub's warnings (one per retry while the Hub is unreachable): a failed download ends
     in one error line of ours."""
     hub_logger = logging.getLogger("huggingface_hub")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import statistics
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -35,7 +35,7 @@ def count_params(model: nn.Module) -> int:
 
 
 @contextlib.contextmanager
-def counting_attention():
+def counting_attention() -> Iterator[None]:
     """Make attention visible to FlopCounterMode: no MHA fast path, math SDPA kernel."""
     previous = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
@@ -55,7 +55,7 @@ def counting() -> bool:
     return _COUNTING[0]
 
 
-def counted(fn, *inputs):
+def counted(fn: Callable[..., object], *inputs: object) -> tuple[object, int]:
     """(output, MACs) of one call `fn(*inputs)` (a module or any callable): FLOPs / 2, attention counted."""
     counter = FlopCounterMode(display=False)
     before, _COUNTING[0] = _COUNTING[0], True
@@ -67,7 +67,7 @@ def counted(fn, *inputs):
     return output, counter.get_total_flops() // 2
 
 
-def count_macs(fn, *inputs) -> int:
+def count_macs(fn: Callable[..., object], *inputs: object) -> int:
     """MACs of one call `fn(*inputs)` (a module or any callable): FLOPs / 2, attention counted."""
     return counted(fn, *inputs)[1]
 

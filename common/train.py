@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -34,6 +34,9 @@ from tqdm.auto import tqdm
 
 from .data import DataBundle
 from .metrics import topk_correct
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator, PartialState
 
 
 @dataclass
@@ -221,7 +224,7 @@ def atomic_write(write: Callable[[Path], None], path: Path) -> None:
         raise OutputError(f"cannot write {path}: {getattr(error, 'strerror', None) or error}") from None
 
 
-def atomic_save(obj, path: Path) -> None:
+def atomic_save(obj: object, path: Path) -> None:
     """torch.save to a temporary file, then rename: a kill never leaves a half-written file."""
     atomic_write(lambda tmp: torch.save(obj, tmp), path)
 
@@ -238,7 +241,7 @@ class FitResult:
     evaluation: dict[str, torch.Tensor]  # logits, labels and the method's extras over the test set
 
 
-def evaluate(model: nn.Module, data: DataBundle, method: Method | None = None, accelerator=None,
+def evaluate(model: nn.Module, data: DataBundle, method: Method | None = None, accelerator: Accelerator | None = None,
              progress: bool = False, bf16: bool | None = None) -> dict[str, torch.Tensor]:
     """Logits, labels and per-image extras over the test set, gathered across processes.
 
@@ -272,7 +275,7 @@ def evaluate(model: nn.Module, data: DataBundle, method: Method | None = None, a
     return {key: torch.cat(values) for key, values in outputs.items()}
 
 
-def process_state():
+def process_state() -> PartialState:
     """accelerate's process state, started on the CPU where there is no CUDA: then `accelerate launch` with
     several processes (even `--multi_gpu` on a machine without GPUs) runs them over gloo."""
     from accelerate import PartialState

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from common.data import DataBundle
 from common.dynamic import decisions, expected_macs_of, macs_profile, set_mode
 from common.hub import HubBackbone
 from common.metrics import accuracy, count_params, expected_macs, model_macs
@@ -104,7 +105,7 @@ def _depth(ctx: Context) -> int:
     return MINI_DEPTH if ctx.preset == "mini" else 110
 
 
-def train_rdinet(ctx: Context, row: str, data, name: str | None = None, *, target: float = TABLE_TARGET_RATE,
+def train_rdinet(ctx: Context, row: str, data: DataBundle, name: str | None = None, *, target: float = TABLE_TARGET_RATE,
                  alpha: float = 0.0, usw: bool = False, recipe: Recipe | None = None, **model_kwargs) -> RowResult:
     """Train one RDI-Net row (USW if asked, then Eq. 16) and measure top-1 and expected MACs."""
     recipe = recipe or RECIPES[ctx.preset]
@@ -133,7 +134,7 @@ def headline(ctx: Context) -> dict[str, Run]:
     return {row: ctx.runs[row]}
 
 
-def train_resnet(ctx: Context, row: str, data) -> RowResult:
+def train_resnet(ctx: Context, row: str, data: DataBundle) -> RowResult:
     """The static ResNet baseline of the preset's depth, trained with the main-phase recipe."""
     backbone = f"resnet{_depth(ctx)}_cifar"
     spec = ModelSpec(HubBackbone, backbone, num_classes=data.num_classes)

@@ -16,6 +16,7 @@ reused and wrote.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -130,7 +131,7 @@ def status(targets: list[str], preset: str, out: Path) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str], parser_cls) -> int:
+def main(argv: list[str], parser_cls: type[argparse.ArgumentParser]) -> int:
     """Parse the campaign's arguments and run it (or its K jobs)."""
     from .cli import PRESETS, UsageError, _out_dir, check_local, set_threads, threads_arg
 

@@ -12,6 +12,7 @@ rest follow in folder order. Accuracy on the sample is not the test-set number i
 """
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def run_demo(weights: Path, rounds: int = 3, repeats: int = 5, every: bool = Fal
     return results
 
 
-def main(argv: list[str], parser_class) -> int:
+def main(argv: list[str], parser_class: type[argparse.ArgumentParser]) -> int:
     """`python -m reproduce demo`: print and write the table of every shipped mini model."""
     from common.train import atomic_write_text
 
