@@ -11,8 +11,8 @@ are not written), then puts the target at the back of its queue and goes on with
 for a lock only when every target it has left was busy since it last trained or wrote anything.
 `--skip-written` leaves out targets whose results exist; `--then CMD` runs a shell command after
 each results file is written; `--status` prints what is written and where each unfinished run
-stands. `campaign-<preset>.json` records what each call trained,
-reused and wrote.
+stands. `campaigns/<preset>.json` (a folder apart, so no `*-<preset>.json` glob for results files
+meets it) records what each call trained, reused and wrote.
 """
 from __future__ import annotations
 
@@ -180,7 +180,8 @@ def main(argv: list[str], parser_cls: type[argparse.ArgumentParser]) -> int:
     set_threads(args.threads)
     summary = run_campaign(args.targets, args.preset, out, args.data_dir, args.seed, args.budget_minutes, command,
                            args.threads, args.skip_written, args.then)
-    record_path = out / f"campaign-{args.preset}.json"
+    record_path = out / "campaigns" / f"{args.preset}.json"
+    record_path.parent.mkdir(parents=True, exist_ok=True)
     history = json.loads(record_path.read_text()) if record_path.exists() else []
     atomic_write_text(json.dumps(history + [summary], indent=2) + "\n", record_path)
     print(f"campaign: trained {len(summary['trained'])} run(s), reused {len(summary['reused'])}, wrote "

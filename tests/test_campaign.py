@@ -13,7 +13,8 @@ def test_campaign_continues_and_then_trains_nothing_new(tmp_path, capsys):
     assert "trained 0 run(s), reused 0, wrote 0 results file(s), skipped 0; 1 target(s) wait" in capsys.readouterr().out
     assert cli.main(["campaign", *out, *TARGETS]) == 0
     assert cli.main(["campaign", *out, *TARGETS]) == 0
-    calls = json.loads((tmp_path / "campaign-smoke.json").read_text())
+    calls = json.loads((tmp_path / "campaigns" / "smoke.json").read_text())
+    assert [p.name for p in tmp_path.glob("*-smoke.json")] == ["adanet-fig8-smoke.json"]  # the record is no results file
     assert [len(c["written"]) for c in calls] == [0, 1, 1]
     assert len(calls[1]["trained"]) == 1 and not calls[1]["pending"]  # fig8 trains Adanet 110
     assert calls[2]["trained"] == [] and len(calls[2]["reused"]) == 1  # the second full call trains nothing new
