@@ -50,9 +50,10 @@ def _put_back(name: str, ctx: Context, queue: deque, busy_in_a_row: int) -> int:
 
 
 def _target_command(paper: str, target_name: str, preset: str, out: Path, data_dir: str | None,
-                    threads: int | None) -> str:
+                    threads: int | None, seed: int) -> str:
     """The command that reruns one target as the campaign runs it, as results show it (a local data folder: DATA_DIR)."""
     argv = [paper, target_name, "--preset", preset, "--out", str(out), "--resume"]
+    argv += ["--seed", str(seed)] if seed else []  # the default, 0, stays implicit as in the committed results
     argv += ["--data-dir", data_dir] if data_dir else []
     argv += ["--threads", str(threads)] if threads is not None else []
     return public_command("python -m reproduce", argv)
@@ -74,7 +75,7 @@ def run_campaign(targets: list[str], preset: str, out: Path, data_dir: str | Non
         target = paper_targets(paper)[target_name]
         everything_busy = busy_in_a_row > len(queue)  # since the last progress, every target left was busy
         ctx = Context(paper, target_name, preset, out, data_dir, resume=True, seed=seed,
-                      command=_target_command(paper, target_name, preset, out, data_dir, threads), deadline=deadline,
+                      command=_target_command(paper, target_name, preset, out, data_dir, threads, seed), deadline=deadline,
                       wait_busy=everything_busy)
         if skip_written and _results_json(out, name, preset).exists():
             print(f"campaign: {name} skipped: {_results_json(out, name, preset)} exists (delete it to run the target "

@@ -197,3 +197,12 @@ def test_results_of_a_campaign_show_no_local_data_folder(tmp_path, monkeypatch):
     campaign.run_campaign(["fake/a"], "smoke", tmp_path, data_dir, 0, None, "test", threads=1)
     command = json.loads((tmp_path / "fake-a-smoke.json").read_text())["provenance"]["command"]
     assert command == f"python -m reproduce fake a --preset smoke --out {tmp_path} --resume --data-dir DATA_DIR --threads 1"
+
+
+def test_results_of_a_campaign_with_another_seed_record_it_in_their_command(tmp_path, monkeypatch):
+    fakes = {"a": FigureTarget(tmp_path)}
+    monkeypatch.setattr(cli, "targets", lambda paper: fakes)
+    campaign.run_campaign(["fake/a"], "smoke", tmp_path, None, 1, None, "test", threads=1)
+    provenance = json.loads((tmp_path / "fake-a-smoke.json").read_text())["provenance"]
+    assert provenance["seed"] == 1
+    assert provenance["command"] == f"python -m reproduce fake a --preset smoke --out {tmp_path} --resume --seed 1 --threads 1"
