@@ -37,6 +37,8 @@ ADANETS: dict[str, tuple[str, int]] = {
     "wide_adanet89": ("bottleneck89_cifar", 16),  # Sec. 4.1: 3/4/20/2 bottlenecks at 64…512, d = 16
     "adanet50": ("resnet50", 16),               # Sec. 4.2: d = 16
 }
+# Table 1's Stochastic Depth row (Huang et al. 2016): name → backbone. Depth 20 is the `mini` preset's.
+STOCHASTIC_DEPTHS: dict[str, str] = {"stochastic_depth20": "resnet20_cifar", "stochastic_depth110": "resnet110_cifar"}
 # The plain baselines of Tables 1 and 2 (static networks, `common.hub.HubBackbone`).
 BASELINES: dict[str, str] = {
     "resnet20": "resnet20_cifar",
@@ -179,9 +181,63 @@ class Adanet(nn.Module, HubModel, library_name="dynnets", tags=["dynnets", "adan
         return [block_parts(b.block).shortcut_module is not None for b in gated_blocks(self)]
 
 
+class DroppedBlock(nn.Module):
+    """A residual block that stochastic depth drops for a whole mini-batch with probability 1 − `survival`.
+
+    Training: x_l = post(shortcut(x) + b · F(x)), b ~ Bernoulli(p_l) drawn once per mini-batch.
+    Evaluation: x_l = post(shortcut(x) + p_l · F(x)): every block runs, scaled by its survival probability.
+    The branch is computed in training either way (one graph for `torch.compile`, as Adanet's masked mode).
+    """
+
+    def __init__(self, block: nn.Module, survival: float):
+        super().__init__()
+        block_parts(block)  # fails early, naming the block type, if it has no residual branch
+        self.block, self.survival = block, survival
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = block_parts(self.block)
+        scale = torch.bernoulli(torch.full((), self.survival, device=x.device)) if self.training else self.survival
+        return parts.post(parts.shortcut(x) + scale * parts.residual(x))
+
+
+class StochasticDepth(nn.Module, HubModel, library_name="dynnets", tags=["dynnets", "adanet", "stochastic-depth"],
+                      license="mit"):
+    """Table 1's Stochastic Depth baseline: Huang et al., *Deep Networks with Stochastic Depth*, arXiv:1603.09382.
+
+    Block l of L survives with p_l = 1 − (l / L)(1 − p_L), the linear decay rule with p_L = 0.5 that
+    their CIFAR-10 ResNet-110 uses (the row Adanet's Table 1 quotes).
+    """
+
+    def __init__(self, backbone: str = "resnet110_cifar", num_classes: int | None = None, last_survival: float = 0.5):
+        super().__init__()
+        if not 0.0 < last_survival <= 1.0:
+            raise ValueError(f"Need 0 < last_survival ≤ 1; got {last_survival}.")
+        self.backbone = backbone
+        self.net = create_backbone(backbone, num_classes)
+        stages = residual_stages(self.net)
+        total = sum(len(stage.blocks()) for stage in stages)
+        index = 0
+        for stage in stages:
+            for position, block in enumerate(stage.blocks()):
+                index += 1
+                stage.replace(position, DroppedBlock(block, 1.0 - index / total * (1.0 - last_survival)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        """The (C, H, W) input the model is counted and run at."""
+        return input_size(self.backbone)
+
+    def survival(self) -> list[float]:
+        """p_l of every block in network order."""
+        return [m.survival for m in self.modules() if isinstance(m, DroppedBlock)]
+
+
 def list_models() -> list[str]:
     """Names accepted by `create_model`."""
-    return sorted([*ADANETS, *BASELINES])
+    return sorted([*ADANETS, *STOCHASTIC_DEPTHS, *BASELINES])
 
 
 def model_spec(name: str, **kwargs) -> tuple[type[nn.Module], dict]:
@@ -189,6 +245,8 @@ def model_spec(name: str, **kwargs) -> tuple[type[nn.Module], dict]:
     if name in ADANETS:
         backbone, reduction = ADANETS[name]
         return Adanet, {"backbone": backbone, "reduction": reduction, **kwargs}
+    if name in STOCHASTIC_DEPTHS:
+        return StochasticDepth, {"backbone": STOCHASTIC_DEPTHS[name], **kwargs}
     if name in BASELINES:
         return HubBackbone, {"name": BASELINES[name], **kwargs}
     raise ValueError(f"Unknown model {name!r}. Valid choices: {', '.join(list_models())}.")

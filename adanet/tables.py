@@ -44,7 +44,8 @@ TABLE1: dict[str, dict[str, float]] = {
 # 4.45) — `table1` measures and prints this check. The paper-only rows are not ours to convert.
 GFLOPS_FACTOR: dict[str, int] = {"ResNet 110": 2, "Adanet 110": 2, "Adanet 110*": 2,
                                  "Wide Adanet 89": 1, "Wide Adanet 89*": 1,
-                                 "ResNet 20": 2, "Adanet 20": 2, "Adanet 20*": 2}  # mini: CIFAR convention
+                                 "ResNet 20": 2, "Adanet 20": 2, "Adanet 20*": 2,  # mini: CIFAR convention
+                                 "Stochastic Depth 20": 2}
 
 # Table 2 (ImageNet): top-1 / top-5 error %, params M, GFLOPs (= GMACs, as every ImageNet table).
 TABLE2: dict[str, dict[str, float]] = {
@@ -77,6 +78,10 @@ CIFAR_LIMITS = {"smoke": {"train_limit": 32, "test_limit": 64}, "mini": {}, "sho
 RATE_IMAGES = {"smoke": 32, "mini": 10_000, "short": 10_000, "paper": 10_000}  # training images for the "*" rates
 # The CIFAR rows each preset trains (row → model name); the first is the static baseline, the rest gated.
 CIFAR_ROWS = {"mini": {"ResNet 20": "resnet20", "Adanet 20": "adanet20"}}
+# Static rows trained beside them on a preset (row → model name): mini's Stochastic Depth at depth 20 shows
+# what dropping 28 % of a ResNet 20's blocks at random in training (mean of 1 − p_l) costs on the shared recipe (the paper quotes
+# Huang et al.'s ResNet 110).
+REFERENCE_ROWS = {"mini": {"Stochastic Depth 20": "stochastic_depth20"}}
 PAPER_CIFAR_ROWS = {"ResNet 110": "resnet110", "Adanet 110": "adanet110", "Wide Adanet 89": "wide_adanet89"}
 CIFAR_METHOD = {"variant": "paper", "lam": 2.0, "target": 0.6}  # "paper": gates 2e-4 ×0.4, Eq. 8 summed
 # mini: Eq. 8 summed as printed, the gates at the network's LR and schedule (the paper: 2e-4). At 2e-4 the gates of a
@@ -134,6 +139,9 @@ def headline(ctx: Context) -> dict[str, Run]:
 
 def _accuracy_note(ctx: Context, row: str) -> str:
     gates = ", gates at the network's LR" if "Adanet" in row else ""
+    if row in REFERENCE_ROWS.get(ctx.preset, {}):
+        return (f"{ctx.preset}: ResNet-20 depth, p_L = 0.5 (linear decay), the shared {MINI_RECIPE.epochs}-epoch CPU "
+                f"recipe (the paper quotes Huang et al.'s ResNet 110)")
     return {"smoke": "smoke: trained 1 epoch on 32 images, tested on 64 — not comparable",
             "mini": f"mini: ResNet-20 depth, the shared {MINI_RECIPE.epochs}-epoch CPU recipe{gates} (the paper: "
                     f"depth 110, 350 epochs{', gates at 2e-4' if gates else ''})",
@@ -219,6 +227,11 @@ def run_table1(ctx: Context) -> list[Cell]:
         ctx.extra[row] = {"expected_macs": expected.summary(), "gate_macs": expected.overhead,
                           "gate_overhead_pct": overhead,
                           "test_execution_rates": expected.rates.tolist(), "star_rates": rates.tolist()}
+    for row, name in REFERENCE_ROWS.get(ctx.preset, {}).items():
+        result = ctx.train(row, ModelSpec(create_model, name), data, config)
+        cells += _table1_cells(ctx, row, error(result.evaluation), count_params(result.model),
+                               model_macs(result.model, (3, 32, 32)), None, gated=False)
+        ctx.extra[row] = {"survival": result.model.survival()}
     for row, paper in TABLE1.items():  # the rows the paper quotes from other work
         if row not in GFLOPS_FACTOR:
             cells += [Cell(row, "Error", paper["Error"], None, "%"), Cell(row, "Params", paper["Params"], None, "M"),
