@@ -8,6 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from adanet import Adanet, Gate, create_model, list_models
 from adanet.experiments import (expected_macs_over, fgsm, fgsm_direction, force_decisions, forced_macs,
                                 forced_pattern, gate_profile, jpeg, macs_at_rates, scaled_macs)
+from adanet.model import DroppedBlock, StochasticDepth
 from adanet.losses import AdanetMethod, imagenet_targets, target_rate_loss
 from adanet.tables import TABLE1, TABLE2, TARGETS
 from common.dynamic import decisions, gated_blocks, probabilities
@@ -135,7 +136,8 @@ def test_real_skipping_costs_and_expected_macs_match_counted_ones():
 
 @pytest.mark.parametrize("name, row, table, tolerance", [
     ("adanet110", "Adanet 110", TABLE1, 0.02), ("wide_adanet89", "Wide Adanet 89", TABLE1, 0.03),
-    ("adanet50", "Adanet 50", TABLE2, 0.02), ("resnet18", "ResNet 18", TABLE2, 0.02),
+    ("adanet50", "Adanet 50", TABLE2, 0.02), ("stochastic_depth110", "Stochastic Depth", TABLE1, 0.02),
+    ("resnet18", "ResNet 18", TABLE2, 0.02),
     ("resnet34", "ResNet 34", TABLE2, 0.02), ("resnet50", "ResNet 50", TABLE2, 0.02)])
 def test_parameters_match_the_paper(name, row, table, tolerance):
     ours = count_params(create_model(name)) / 1e6
@@ -374,3 +376,53 @@ def test_eval_gate_folded_margin_gives_the_decisions_and_probabilities_of_eq5(ba
     assert torch.equal(decision, (beta[:, 0] > beta[:, 1]).float())
     assert 0 < decision.sum() < 64
     torch.testing.assert_close(prob, beta.softmax(dim=1)[:, 0])
+
+
+def test_stochastic_depth_survival_decays_linearly_to_p_last():
+    model = create_model("stochastic_depth20")
+    # Huang et al.'s linear decay rule: p_l = 1 − (l / L)(1 − p_L), L = 9 blocks, p_L = 0.5
+    assert model.survival() == pytest.approx([1 - l / 9 * 0.5 for l in range(1, 10)])
+    assert len(create_model("stochastic_depth110").survival()) == 54
+    with pytest.raises(ValueError, match="last_survival"):
+        StochasticDepth("resnet20_cifar", last_survival=0.0)
+
+
+def _block_by_hand(block, x: torch.Tensor, scale: float) -> torch.Tensor:
+    """post(shortcut + scale · F) of a torchvision BasicBlock, written out."""
+    residual = block.bn2(block.conv2(torch.relu(block.bn1(block.conv1(x)))))
+    shortcut = x if block.downsample is None else block.downsample(x)
+    return torch.relu(shortcut + scale * residual)
+
+
+def test_stochastic_depth_scales_each_branch_by_its_survival_at_test_time():
+    torch.manual_seed(0)
+    model = create_model("stochastic_depth20").eval()
+    block = model.net.layer2[0]  # the downsampling block: its projection shortcut always runs
+    assert isinstance(block, DroppedBlock)
+    x = torch.randn(3, 16, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), _block_by_hand(block.block, x, block.survival))
+        # p_L = 1 keeps every block: the plain ResNet 20 on the same weights
+        full = create_model("stochastic_depth20", last_survival=1.0).eval()
+        plain = create_model("resnet20").eval()
+        plain.load_state_dict({k.replace(".block.", "."): v for k, v in full.state_dict().items()})
+        images = torch.randn(2, 3, 32, 32)
+        torch.testing.assert_close(full(images), plain(images))
+
+
+def test_stochastic_depth_drops_a_block_for_the_whole_mini_batch_and_then_trains_none_of_it():
+    torch.manual_seed(0)
+    block = create_model("stochastic_depth20").net.layer3[2].train()  # p = 0.5
+    x = torch.randn(4, 64, 8, 8)
+    with torch.no_grad():
+        executed, skipped = _block_by_hand(block.block, x, 1.0), torch.relu(x)
+    outcomes = []
+    for _ in range(200):
+        block.zero_grad()
+        out = block(x)
+        ran = torch.allclose(out, executed)
+        assert ran or torch.equal(out, skipped)  # every image of the batch, or none
+        out.sum().backward()
+        assert (block.block.conv1.weight.grad.abs().sum() > 0) == ran
+        outcomes.append(ran)
+    assert 0.4 < sum(outcomes) / len(outcomes) < 0.6
