@@ -78,9 +78,9 @@ CIFAR_LIMITS = {"smoke": {"train_limit": 32, "test_limit": 64}, "mini": {}, "sho
 RATE_IMAGES = {"smoke": 32, "mini": 10_000, "short": 10_000, "paper": 10_000}  # training images for the "*" rates
 # The CIFAR rows each preset trains (row → model name); the first is the static baseline, the rest gated.
 CIFAR_ROWS = {"mini": {"ResNet 20": "resnet20", "Adanet 20": "adanet20"}}
-# Static rows trained beside them on a preset (row → model name): mini's Stochastic Depth at depth 20 shows
-# what dropping 28 % of a ResNet 20's blocks at random in training (mean of 1 − p_l) costs on the shared recipe (the paper quotes
-# Huang et al.'s ResNet 110).
+# Static rows trained beside them on a preset (row → model name). mini's Stochastic Depth 20 shows what dropping
+# 28 % of a ResNet 20's blocks at random in training (the mean of 1 − p_l) costs on the shared recipe; the paper
+# quotes Huang et al.'s ResNet 110.
 REFERENCE_ROWS = {"mini": {"Stochastic Depth 20": "stochastic_depth20"}}
 PAPER_CIFAR_ROWS = {"ResNet 110": "resnet110", "Adanet 110": "adanet110", "Wide Adanet 89": "wide_adanet89"}
 CIFAR_METHOD = {"variant": "paper", "lam": 2.0, "target": 0.6}  # "paper": gates 2e-4 ×0.4, Eq. 8 summed
