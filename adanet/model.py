@@ -187,6 +187,9 @@ class DroppedBlock(nn.Module):
     Training: x_l = post(shortcut(x) + b · F(x)), b ~ Bernoulli(p_l) drawn once per mini-batch.
     Evaluation: x_l = post(shortcut(x) + p_l · F(x)): every block runs, scaled by its survival probability.
     The branch is computed in training either way (one graph for `torch.compile`, as Adanet's masked mode).
+    Not `torchvision.ops.StochasticDepth`: that is the inverted form (F / p_l in training, F at test), where
+    Huang et al. scale at test time. Not a `common.dynamic.GatedBlock` either: nothing is skipped at test
+    time, so evaluation treats the network as static.
     """
 
     def __init__(self, block: nn.Module, survival: float):
@@ -196,6 +199,7 @@ class DroppedBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         parts = block_parts(self.block)
+        # training: b_l ~ Bernoulli(p_l), one draw for the mini-batch; test: the expectation p_l
         scale = torch.bernoulli(torch.full((), self.survival, device=x.device)) if self.training else self.survival
         return parts.post(parts.shortcut(x) + scale * parts.residual(x))
 

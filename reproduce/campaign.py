@@ -74,9 +74,9 @@ def run_campaign(targets: list[str], preset: str, out: Path, data_dir: str | Non
         paper, target_name = name.split("/")
         target = paper_targets(paper)[target_name]
         everything_busy = busy_in_a_row > len(queue)  # since the last progress, every target left was busy
-        ctx = Context(paper, target_name, preset, out, data_dir, resume=True, seed=seed,
-                      command=_target_command(paper, target_name, preset, out, data_dir, threads, seed), deadline=deadline,
-                      wait_busy=everything_busy)
+        command = _target_command(paper, target_name, preset, out, data_dir, threads, seed)
+        ctx = Context(paper, target_name, preset, out, data_dir, resume=True, seed=seed, command=command,
+                      deadline=deadline, wait_busy=everything_busy)
         if skip_written and _results_json(out, name, preset).exists():
             print(f"campaign: {name} skipped: {_results_json(out, name, preset)} exists (delete it to run the target "
                   f"again)")

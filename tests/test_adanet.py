@@ -8,8 +8,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from adanet import Adanet, Gate, create_model, list_models
 from adanet.experiments import (expected_macs_over, fgsm, fgsm_direction, force_decisions, forced_macs,
                                 forced_pattern, gate_profile, jpeg, macs_at_rates, scaled_macs)
-from adanet.model import DroppedBlock, StochasticDepth
 from adanet.losses import AdanetMethod, imagenet_targets, target_rate_loss
+from adanet.model import DroppedBlock, StochasticDepth
 from adanet.tables import TABLE1, TABLE2, TARGETS
 from common.dynamic import decisions, gated_blocks, probabilities
 from common.metrics import count_macs, count_params
